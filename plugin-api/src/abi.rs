@@ -1,0 +1,209 @@
+//! The C ABI that crosses between the host and a plugin.
+//!
+//! Rust has no stable ABI, so nothing here is a `String`, a `Vec`, a trait object or a Rust
+//! closure: every type is `#[repr(C)]` and every function `extern "C"`. Plugin authors never touch
+//! this module; [`export_plugin!`](crate::export_plugin) writes the glue. The host reads it in its
+//! loader (`server/src/plugin/loader.rs`).
+//!
+//! # Naming
+//! Hooks the plugin exports are named `on_*` (the host calls them); functions the host hands to the
+//! plugin are named `callback_*` (the plugin calls them).
+//!
+//! # Ownership
+//! Whatever one side allocates, the same side frees. Each pointer below says who owns it and until
+//! when. A [`RawBytes`] with a null pointer and a length of zero means "empty".
+//!
+//! # Versioning
+//! [`Declaration::magic`] and [`Declaration::abi_version`] are the first two fields of the
+//! declaration and keep their offsets in every future version, so a host can always read them before
+//! anything else and refuse a plugin built against another version. Any other change to a type in
+//! this module bumps [`ABI_VERSION`].
+
+use std::ffi::c_void;
+use std::marker::PhantomData;
+
+use crate::Request;
+
+/// The first field of every [`Declaration`]: `"MAHTTPLG"` read as a big-endian `u64`.
+pub const MAGIC: u64 = u64::from_be_bytes(*b"MAHTTPLG");
+
+/// The version of this ABI. The host refuses a plugin whose declaration carries another one.
+pub const ABI_VERSION: u32 = 1;
+
+/// The name of the one symbol a plugin exports: a `static` [`Declaration`].
+pub const DECLARATION_SYMBOL: &str = "mini_async_http_plugin";
+
+/// A borrowed run of bytes: a pointer and a length.
+///
+/// Who owns the bytes and for how long is said wherever a `RawBytes` appears. A null pointer with a
+/// length of zero means empty.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawBytes {
+    /// The first byte, or null when `len` is zero.
+    pub ptr: *const u8,
+    /// The number of bytes.
+    pub len: usize,
+}
+
+impl RawBytes {
+    /// The empty run: a null pointer and a length of zero.
+    pub const EMPTY: RawBytes = RawBytes {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
+
+    /// Borrows a slice. The result is valid for as long as the slice is.
+    pub const fn new(bytes: &[u8]) -> RawBytes {
+        RawBytes {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        }
+    }
+
+    /// The bytes as a slice.
+    ///
+    /// # Safety
+    /// `ptr` must point to `len` initialised bytes that stay valid and unchanged for `'a`, or `len`
+    /// must be zero.
+    pub unsafe fn as_slice<'a>(self) -> &'a [u8] {
+        if self.len == 0 || self.ptr.is_null() {
+            return &[];
+        }
+        // SAFETY: the caller promises `len` valid bytes at `ptr` for `'a`; null was excluded above.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// What an `on_*` hook returns.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status(pub u32);
+
+impl Status {
+    /// The hook did its work.
+    pub const OK: Status = Status(0);
+    /// The hook failed and said why through the error sink it was given.
+    pub const FAILED: Status = Status(1);
+    /// The plugin's code panicked; the panic was caught at the boundary.
+    pub const PANICKED: Status = Status(2);
+}
+
+/// The plugin's one exported symbol, named [`DECLARATION_SYMBOL`].
+///
+/// It lives in the plugin's image; the host reads it in place and never writes it. Strings in it
+/// are UTF-8 with `'static` lifetime inside the image.
+#[repr(C)]
+pub struct Declaration {
+    /// Always [`MAGIC`]. Keeps offset 0 in every ABI version.
+    pub magic: u64,
+    /// The [`ABI_VERSION`] the plugin was built against. Keeps offset 8 in every ABI version.
+    pub abi_version: u32,
+    /// The plugin's name: its crate name, which is also the stem of its file (`libNAME.so`).
+    pub name: RawBytes,
+    /// The plugin's own version (its `Cargo.toml` version).
+    pub version: RawBytes,
+    /// Creates the plugin instance from its settings.
+    pub on_init: InitFn,
+    /// Answers one request. Called from many worker threads at once.
+    pub on_handle: HandleFn,
+    /// Destroys the instance made by `on_init`. Called once, after the last `on_handle` returned.
+    pub on_drop: DropFn,
+    /// Hands the instance's state to its next generation, or writes nothing when it has none.
+    pub on_save: Option<SaveFn>,
+    /// Takes the state the previous generation saved. Called after `on_init`, before `on_handle`.
+    pub on_restore: Option<RestoreFn>,
+}
+
+// SAFETY: a declaration is immutable, and its pointers refer to `'static` data in the plugin image
+// (string literals) or to functions; sharing those between threads is sound.
+unsafe impl Sync for Declaration {}
+
+/// `on_init(host, settings, instance_out, error)`.
+///
+/// - `host`: owned by the host, valid until `on_drop` of this instance has returned.
+/// - `settings`: the TOML text of the plugin's `[plugins.NAME]` table (may be empty); owned by the
+///   host, valid during the call only.
+/// - `instance_out`: where the plugin writes its instance pointer on success. The instance is owned
+///   by the plugin and freed by `on_drop`.
+/// - `error`: a host sink; on failure the plugin writes a UTF-8 message there and returns
+///   [`Status::FAILED`].
+pub type InitFn = unsafe extern "C" fn(
+    host: *const HostApi,
+    settings: RawBytes,
+    instance_out: *mut *mut c_void,
+    error: *const BytesSink,
+) -> Status;
+
+/// `on_handle(instance, request, response)`.
+///
+/// - `request`: owned by the host, valid during the call only (every pointer inside it too).
+/// - `response`: a host sink; the plugin calls its `callback_respond` exactly once before it returns
+///   [`Status::OK`]. The bytes it passes are the plugin's and need to live only during that call.
+pub type HandleFn = for<'a> unsafe extern "C" fn(
+    instance: *const c_void,
+    request: *const Request<'a>,
+    response: *const ResponseSink,
+) -> Status;
+
+/// `on_drop(instance)`: frees the instance. The host never uses it again afterwards.
+pub type DropFn = unsafe extern "C" fn(instance: *mut c_void);
+
+/// `on_save(instance, state)`: writes the instance's state into the host sink (any number of
+/// calls, concatenated), or nothing when there is none.
+pub type SaveFn = unsafe extern "C" fn(instance: *const c_void, state: *const BytesSink) -> Status;
+
+/// `on_restore(instance, state, error)`: `state` is owned by the host and valid during the call.
+pub type RestoreFn = unsafe extern "C" fn(
+    instance: *const c_void,
+    state: RawBytes,
+    error: *const BytesSink,
+) -> Status;
+
+/// A host-owned place to write bytes to (an error message, saved state).
+#[repr(C)]
+pub struct BytesSink {
+    /// Host data; the plugin passes it back untouched.
+    pub ctx: *mut c_void,
+    /// Appends `bytes` (owned by the plugin, borrowed for the call) to the sink. The host copies.
+    pub callback_write: unsafe extern "C" fn(ctx: *mut c_void, bytes: RawBytes),
+}
+
+/// A host-owned place to put the response to one request.
+#[repr(C)]
+pub struct ResponseSink {
+    /// Host data; the plugin passes it back untouched.
+    pub ctx: *mut c_void,
+    /// Hands the response to the host, which copies what it needs before returning.
+    pub callback_respond: unsafe extern "C" fn(ctx: *mut c_void, response: *const RawResponse),
+}
+
+/// A response as the plugin hands it over: borrowed from the plugin for one callback.
+#[repr(C)]
+pub struct RawResponse {
+    /// The status code, 100 to 999.
+    pub status: u16,
+    /// Header lines, each `name: value\r\n`, in order. The host validates them again.
+    pub headers: RawBytes,
+    /// The body.
+    pub body: RawBytes,
+}
+
+/// What the host offers a plugin instance.
+#[repr(C)]
+pub struct HostApi {
+    /// Host data for the callbacks; the plugin passes it back untouched.
+    pub ctx: *const c_void,
+    /// Logs a UTF-8 `message` at `level` (1 error, 2 warn, 3 info, 4 debug, 5 trace), tagged by the
+    /// host with the plugin's name and generation. Safe to call from any thread.
+    pub callback_log: unsafe extern "C" fn(ctx: *const c_void, level: u8, message: RawBytes),
+}
+
+// SAFETY: the host promises (ABI contract) that `ctx` stays valid and `callback_log` is callable from
+// any thread until the instance is dropped.
+unsafe impl Send for HostApi {}
+// SAFETY: as above; the plugin only reads the struct.
+unsafe impl Sync for HostApi {}
+
+/// Keeps `'a` on types that hold [`RawBytes`] borrowed for `'a`.
+pub(crate) type Borrow<'a> = PhantomData<&'a [u8]>;

@@ -1,0 +1,411 @@
+//! [`Response`] and [`ResponseBuilder`]: what a handler returns.
+//!
+//! The builder checks every header as it is added, so a response that was built can always be
+//! written to the wire as it is: a handler can never smuggle a CR or LF into the stream. The server
+//! adds the framing headers itself (`Date`, `Content-Length`, `Connection`) in
+//! `server/src/http/encode.rs`.
+
+use std::fmt;
+
+/// A complete HTTP response: status, header lines and body.
+///
+/// Build one with [`ResponseBuilder`]. Header lines are kept encoded (`name: value\r\n`), which is
+/// how they cross the plugin boundary and how the server writes them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Response {
+    status: u16,
+    head: Vec<u8>,
+    body: Vec<u8>,
+    close: bool,
+}
+
+impl Response {
+    /// Rebuilds a response from its encoded parts, checking everything the builder checks. The
+    /// host uses it on what a plugin hands over.
+    ///
+    /// # Errors
+    /// The first problem found: a status outside 100–999, a malformed header line, a header name
+    /// that is not a token, a value with CR, LF, NUL or another control byte, or a header the
+    /// server sets itself.
+    pub fn from_parts(status: u16, head: &[u8], body: &[u8]) -> Result<Response, Error> {
+        let mut builder = ResponseBuilder::new(status);
+        for line in HeaderLines(head) {
+            let (name, value) = line.ok_or(Error::MalformedHeaderLines)?;
+            let name = std::str::from_utf8(name)
+                .map_err(|_| Error::InvalidHeaderName(String::from_utf8_lossy(name).into()))?;
+            builder = builder.header(name, value);
+        }
+        builder.body(body).build()
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The header fields the handler set, in order (framing headers are the server's).
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        HeaderLines(&self.head).map_while(|line| {
+            let (name, value) = line?;
+            Some((std::str::from_utf8(name).ok()?, value))
+        })
+    }
+
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The header lines as encoded: `name: value\r\n` each.
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Takes the body out.
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
+    }
+
+    /// Whether the handler asked for the connection to be closed after this response
+    /// (`Connection: close`).
+    pub fn close(&self) -> bool {
+        self.close
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("head", &String::from_utf8_lossy(&self.head))
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .field("close", &self.close)
+            .finish()
+    }
+}
+
+/// Builds a [`Response`], one call per part.
+///
+/// ```
+/// use plugin_api::ResponseBuilder;
+///
+/// let response = ResponseBuilder::empty_200()
+///     .body(b"Hello")
+///     .content_type("text/plain")
+///     .build()
+///     .unwrap();
+/// assert_eq!(response.body(), b"Hello");
+///
+/// let refused = ResponseBuilder::new(200).header("x-evil", "a\r\nb").build();
+/// assert!(refused.is_err());
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ResponseBuilder {
+    response: Response,
+    error: Option<Error>,
+}
+
+impl ResponseBuilder {
+    /// A `200 OK` with no headers and an empty body.
+    pub fn empty_200() -> ResponseBuilder {
+        ResponseBuilder::new(200)
+    }
+
+    /// A response with status `status` (checked by [`build`](Self::build)).
+    pub fn new(status: u16) -> ResponseBuilder {
+        let mut builder = ResponseBuilder {
+            response: Response {
+                status: 200,
+                head: Vec::new(),
+                body: Vec::new(),
+                close: false,
+            },
+            error: None,
+        };
+        builder = builder.status(status);
+        builder
+    }
+
+    /// Sets the status code: three digits, 100 to 999 (RFC 9110 §15).
+    pub fn status(mut self, status: u16) -> ResponseBuilder {
+        if !(100..=999).contains(&status) {
+            self.fail(Error::InvalidStatus(status));
+        }
+        self.response.status = status;
+        self
+    }
+
+    /// Adds a header field. Repeating a name adds another field.
+    ///
+    /// `Content-Length`, `Transfer-Encoding` and `Date` belong to the server and are refused;
+    /// `Connection: close` asks the server to close the connection after this response.
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> ResponseBuilder {
+        let value = value.as_ref();
+        if let Err(e) = check_header(name, value) {
+            self.fail(e);
+            return self;
+        }
+        if name.eq_ignore_ascii_case("connection") {
+            self.response.close |= has_token(value, "close");
+            return self;
+        }
+        let head = &mut self.response.head;
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// Adds a `Content-Type` header.
+    pub fn content_type(self, value: &str) -> ResponseBuilder {
+        self.header("content-type", value)
+    }
+
+    /// Sets the body: `&[u8]`, `&[u8; N]`, `Vec<u8>`, `&str` or `String`.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> ResponseBuilder {
+        self.response.body = body.into();
+        self
+    }
+
+    /// The finished response.
+    ///
+    /// # Errors
+    /// The first invalid part that was given: a status outside 100–999, a header name that is not a
+    /// token, a header value with CR, LF, NUL or another control byte, or a header the server owns.
+    pub fn build(self) -> Result<Response, Error> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.response),
+        }
+    }
+
+    fn fail(&mut self, error: Error) {
+        self.error.get_or_insert(error);
+    }
+}
+
+/// Why a response could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The status code is not three digits.
+    InvalidStatus(u16),
+    /// A header name is empty or has a byte that is not a token character (RFC 9110 §5.1).
+    InvalidHeaderName(String),
+    /// A header value has CR, LF, NUL or another control byte (RFC 9110 §5.5).
+    InvalidHeaderValue {
+        /// The header's name.
+        name: String,
+    },
+    /// The header is set by the server (`Content-Length`, `Transfer-Encoding`, `Date`).
+    ReservedHeader(String),
+    /// Encoded header lines are not `name: value\r\n` lines.
+    MalformedHeaderLines,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidStatus(s) => write!(f, "invalid status code {s}: must be 100 to 999"),
+            Error::InvalidHeaderName(n) => write!(f, "invalid header name {n:?}"),
+            Error::InvalidHeaderValue { name } => write!(
+                f,
+                "invalid value for header {name:?}: CR, LF, NUL and control bytes are not allowed"
+            ),
+            Error::ReservedHeader(n) => write!(f, "header {n:?} is set by the server"),
+            Error::MalformedHeaderLines => f.write_str("header lines are not `name: value\\r\\n`"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Whether a comma-separated header value contains `token` (any case), as in `Connection`.
+pub fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The reason phrase for a status code, or `""` for codes without a well-known one.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+fn check_header(name: &str, value: &[u8]) -> Result<(), Error> {
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return Err(Error::InvalidHeaderName(name.into()));
+    }
+    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(Error::InvalidHeaderValue { name: name.into() });
+    }
+    for reserved in ["content-length", "transfer-encoding", "date"] {
+        if name.eq_ignore_ascii_case(reserved) {
+            return Err(Error::ReservedHeader(name.into()));
+        }
+    }
+    Ok(())
+}
+
+/// `tchar` of RFC 9110 §5.6.2.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Iterates `name: value\r\n` lines; yields `None` for a malformed line.
+struct HeaderLines<'a>(&'a [u8]);
+
+impl<'a> Iterator for HeaderLines<'a> {
+    type Item = Option<(&'a [u8], &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let Some(end) = self.0.windows(2).position(|w| w == b"\r\n") else {
+            self.0 = &[];
+            return Some(None);
+        };
+        let line = &self.0[..end];
+        self.0 = &self.0[end + 2..];
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Some(None);
+        };
+        Some(Some((&line[..colon], line[colon + 1..].trim_ascii())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_the_seed_response() {
+        let r = ResponseBuilder::empty_200()
+            .body(b"Hello")
+            .content_type("text/plain")
+            .build()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.head(), b"content-type: text/plain\r\n");
+        assert_eq!(r.header("Content-Type"), Some(&b"text/plain"[..]));
+        assert_eq!(r.body(), b"Hello");
+        assert!(!r.close());
+    }
+
+    #[test]
+    fn body_takes_every_usual_type() {
+        let from = |b: ResponseBuilder| b.build().unwrap().into_body();
+        assert_eq!(from(ResponseBuilder::empty_200().body(&b"ab"[..])), b"ab");
+        assert_eq!(from(ResponseBuilder::empty_200().body(vec![1u8])), [1]);
+        assert_eq!(from(ResponseBuilder::empty_200().body("s")), b"s");
+        assert_eq!(
+            from(ResponseBuilder::empty_200().body(String::from("t"))),
+            b"t"
+        );
+    }
+
+    #[test]
+    fn refuses_what_would_corrupt_the_wire() {
+        let err = |b: ResponseBuilder| b.build().unwrap_err();
+        assert_eq!(
+            err(ResponseBuilder::empty_200().header("x", "a\r\nb")),
+            Error::InvalidHeaderValue { name: "x".into() }
+        );
+        assert_eq!(
+            err(ResponseBuilder::empty_200().header("x", b"a\0")),
+            Error::InvalidHeaderValue { name: "x".into() }
+        );
+        assert_eq!(
+            err(ResponseBuilder::empty_200().header("x y", "a")),
+            Error::InvalidHeaderName("x y".into())
+        );
+        assert_eq!(
+            err(ResponseBuilder::empty_200().header("", "a")),
+            Error::InvalidHeaderName("".into())
+        );
+        assert_eq!(
+            err(ResponseBuilder::empty_200().header("Content-Length", "3")),
+            Error::ReservedHeader("Content-Length".into())
+        );
+        assert_eq!(err(ResponseBuilder::new(42)), Error::InvalidStatus(42));
+        // The first error wins.
+        assert_eq!(
+            err(ResponseBuilder::new(1000).header("x y", "a")),
+            Error::InvalidStatus(1000)
+        );
+    }
+
+    #[test]
+    fn connection_close_is_a_flag() {
+        let r = ResponseBuilder::new(200)
+            .header("Connection", "Keep-Alive, Close")
+            .build()
+            .unwrap();
+        assert!(r.close());
+        assert!(r.head().is_empty());
+    }
+
+    #[test]
+    fn from_parts_rechecks_plugin_output() {
+        let r = Response::from_parts(404, b"a: 1\r\nb: two words\r\n", b"x").unwrap();
+        assert_eq!(
+            r.headers().collect::<Vec<_>>(),
+            [("a", &b"1"[..]), ("b", &b"two words"[..])]
+        );
+        assert!(Response::from_parts(200, b"a: 1\r\nb", b"").is_err());
+        assert!(Response::from_parts(200, b"a: 1\r\n\r\nx: y\r\n", b"").is_err());
+        assert!(Response::from_parts(200, b"a: 1\nb: 2\r\n", b"").is_err());
+        assert!(Response::from_parts(200, b"a b: 1\r\n", b"").is_err());
+        assert!(Response::from_parts(99, b"", b"").is_err());
+    }
+}

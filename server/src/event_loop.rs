@@ -1,0 +1,273 @@
+//! The event loop: one thread, one mio `Poll`, and no computation.
+//!
+//! It accepts connections, turns readiness into queued work for the pool, reads the control
+//! channel, and on a tick closes connections whose deadline passed. It never reads a request, calls
+//! a handler or loads a plugin. The structure follows mio's `tcp_server` example: a token per
+//! source and a table of connections, with `accept` drained until `WouldBlock`.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use mio::net::{TcpListener, UnixDatagram};
+use mio::{Events, Interest, Poll, Token};
+
+use crate::conn::{Conn, Slot};
+use crate::control::{self, ControlMsg};
+use crate::server::Shared;
+
+/// What the loop runs on a `Reload` message: it must hand the work to another thread.
+pub(crate) type ReloadHook = Box<dyn FnMut(u64) + Send>;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const CONTROL: Token = Token(usize::MAX - 2);
+/// How often deadlines are checked, in milliseconds.
+const TICK_MS: u64 = 250;
+/// How long accepting pauses after the process ran out of descriptors.
+const ACCEPT_RETRY_MS: u64 = 100;
+
+pub(crate) struct EventLoop {
+    poll: Poll,
+    /// `None` once shutdown began: no new connections.
+    listener: Option<TcpListener>,
+    control: UnixDatagram,
+    /// Connections by token; `None` marks a free token, listed in `free`.
+    conns: Vec<Option<Arc<Slot>>>,
+    free: Vec<usize>,
+    /// Connections open now.
+    open: usize,
+    shared: Arc<Shared>,
+    /// Slots made ready by one poll, queued together.
+    batch: Vec<Arc<Slot>>,
+    /// Accepting stopped at `max_connections`; resumes when a connection closes.
+    at_capacity: bool,
+    /// Accepting paused after `EMFILE`/`ENFILE` until this time (clock ms).
+    retry_accept_at: Option<u64>,
+    /// Set when shutdown began: the time to give up waiting for connections.
+    drain_deadline: Option<u64>,
+    reload: Option<ReloadHook>,
+    /// Last time running out of descriptors was logged, to log it once a second at most.
+    last_exhaustion_log: u64,
+}
+
+impl EventLoop {
+    pub fn new(
+        mut listener: TcpListener,
+        mut control: UnixDatagram,
+        shared: Arc<Shared>,
+        reload: Option<ReloadHook>,
+    ) -> io::Result<EventLoop> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut control, CONTROL, Interest::READABLE)?;
+        Ok(EventLoop {
+            poll,
+            listener: Some(listener),
+            control,
+            conns: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            shared,
+            batch: Vec::new(),
+            at_capacity: false,
+            retry_accept_at: None,
+            drain_deadline: None,
+            reload,
+            last_exhaustion_log: 0,
+        })
+    }
+
+    /// Runs until shutdown has drained every connection (or the drain timeout passed).
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let clock = self.shared.clock;
+        let mut next_tick = clock.now() + TICK_MS;
+        loop {
+            let now = clock.now();
+            let wake_at = self.retry_accept_at.map_or(next_tick, |t| t.min(next_tick));
+            let timeout = std::time::Duration::from_millis(wake_at.saturating_sub(now));
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    CONTROL => self.read_control()?,
+                    Token(token) => {
+                        tracing::trace!(conn = token, "ready");
+                        if let Some(Some(slot)) = self.conns.get(token) {
+                            if slot.notify() {
+                                self.batch.push(Arc::clone(slot));
+                            }
+                        }
+                    }
+                }
+            }
+            self.shared.queue.push_batch(&mut self.batch);
+
+            let now = clock.now();
+            if self.retry_accept_at.is_some_and(|t| t <= now) {
+                self.retry_accept_at = None;
+                self.accept();
+            }
+            if now >= next_tick {
+                self.close_expired(now);
+                next_tick = now + TICK_MS;
+            }
+            if let Some(deadline) = self.drain_deadline {
+                if self.open == 0 {
+                    return Ok(());
+                }
+                if now >= deadline {
+                    tracing::warn!(open = self.open, "drain timeout: closing what is left");
+                    self.close_expired(u64::MAX);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Accepts until `WouldBlock`, the connection limit, or descriptor exhaustion.
+    fn accept(&mut self) {
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        let limits = &self.shared.limits;
+        loop {
+            if self.open >= limits.max_connections {
+                // Edge-triggered: the backlog is re-read when a connection closes.
+                self.at_capacity = true;
+                return;
+            }
+            let (mut stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_exhaustion(&e) => {
+                    // Retrying at once would spin: the backlog still holds the connection.
+                    let now = self.shared.clock.now();
+                    if now >= self.last_exhaustion_log + 1000 {
+                        self.last_exhaustion_log = now;
+                        tracing::warn!(error = %e, open = self.open, "cannot accept: out of descriptors");
+                    }
+                    self.retry_accept_at = Some(now + ACCEPT_RETRY_MS);
+                    return;
+                }
+                Err(e) => {
+                    // ECONNABORTED and friends: that client is gone, others may wait.
+                    tracing::debug!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+            }
+            let token = self.free.pop().unwrap_or_else(|| {
+                self.conns.push(None);
+                self.conns.len() - 1
+            });
+            let registered = self.poll.registry().register(
+                &mut stream,
+                Token(token),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+            if let Err(e) = registered {
+                tracing::warn!(%peer, error = %e, "cannot register connection");
+                self.free.push(token);
+                continue;
+            }
+            let clock = self.shared.clock;
+            let deadline = clock.after(clock.now(), limits.header_timeout);
+            self.conns[token] = Some(Arc::new(Slot::new(
+                token,
+                Conn::new(stream, peer),
+                deadline,
+            )));
+            self.open += 1;
+            tracing::trace!(conn = token, %peer, "accepted");
+        }
+    }
+
+    fn read_control(&mut self) -> io::Result<()> {
+        let mut messages = Vec::new();
+        control::drain(&self.control, |msg| messages.push(msg))?;
+        for msg in messages {
+            match msg {
+                ControlMsg::Closed(token) => self.forget(token),
+                ControlMsg::Shutdown => self.begin_drain(),
+                ControlMsg::Reload(tag) => match self.reload.as_mut() {
+                    Some(hook) => hook(tag),
+                    None => tracing::debug!(tag, "reload asked, but no reload hook is set"),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops accepting and gives every idle connection a last turn: the worker answers what was
+    /// received and closes.
+    fn begin_drain(&mut self) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        tracing::info!(open = self.open, "shutting down: draining connections");
+        self.shared.draining.store(true, Ordering::Release);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let clock = self.shared.clock;
+        self.drain_deadline = Some(clock.after(clock.now(), self.shared.limits.drain_timeout));
+        for slot in self.conns.iter().flatten() {
+            if slot.notify() {
+                self.batch.push(Arc::clone(slot));
+            }
+        }
+        self.shared.queue.push_batch(&mut self.batch);
+    }
+
+    /// Closes idle connections whose deadline is before `now` (all idle ones for `u64::MAX`).
+    fn close_expired(&mut self, now: u64) {
+        for token in 0..self.conns.len() {
+            let expired = match &self.conns[token] {
+                Some(slot) => slot.claim_if_expired(now),
+                None => false,
+            };
+            if expired {
+                if let Some(slot) = &self.conns[token] {
+                    let mut conn = slot.conn();
+                    tracing::debug!(conn = token, peer = %conn.peer, "closing: timed out");
+                    *conn = Conn::closed(conn.peer);
+                }
+                self.forget(token);
+            }
+        }
+    }
+
+    /// Drops a closed connection from the table and resumes accepting if it was at capacity.
+    fn forget(&mut self, token: usize) {
+        if let Some(entry) = self.conns.get_mut(token) {
+            if entry.take().is_some() {
+                self.free.push(token);
+                self.open -= 1;
+            }
+        }
+        if self.at_capacity && self.open < self.shared.limits.max_connections {
+            self.at_capacity = false;
+            self.accept();
+        }
+    }
+}
+
+/// Errors that mean "out of descriptors or memory", after which accepting must pause.
+fn is_exhaustion(e: &io::Error) -> bool {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    const ENOBUFS: i32 = 105;
+    const ENOMEM: i32 = 12;
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
+}

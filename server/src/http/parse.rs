@@ -1,0 +1,496 @@
+//! Request heads: the request line and header section, parsed with `httparse` and checked against
+//! RFC 9112 and the configured [`Limits`].
+//!
+//! "Need more bytes" is an ordinary outcome (`Ok(None)`), not an error. Everything that would make
+//! the message's framing ambiguous is refused here, before any handler runs: a request smuggled
+//! past one parser and not another starts with a guess, and this parser never guesses. Body bytes
+//! are left to `body.rs`.
+
+use std::mem::MaybeUninit;
+
+use plugin_api::{Header, Version, has_token};
+
+use crate::Limits;
+
+/// A complete, checked request head, borrowed from the read buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head<'b> {
+    pub method: &'b str,
+    pub target: &'b str,
+    pub version: Version,
+    /// Bytes of the head, including the empty line that ends it.
+    pub len: usize,
+    pub framing: Framing,
+    /// Whether the connection stays open after this exchange, as far as the client is concerned.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` was sent (RFC 9110 §10.1.1).
+    pub expect_continue: bool,
+}
+
+/// How the body of a request is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes.
+    Length(usize),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A request the server refuses: the status to answer with and a reason for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reject {
+    pub status: u16,
+    pub why: &'static str,
+}
+
+impl Reject {
+    pub const fn new(status: u16, why: &'static str) -> Reject {
+        Reject { status, why }
+    }
+}
+
+/// Parses the head at the start of `buf`, filling `headers`.
+///
+/// Returns `Ok(None)` when the head is not complete yet and still within the limits.
+pub(crate) fn parse_head<'b>(
+    buf: &'b [u8],
+    limits: &Limits,
+    headers: &mut Vec<Header<'b>>,
+) -> Result<Option<Head<'b>>, Reject> {
+    let mut raw = [const { MaybeUninit::<httparse::Header<'b>>::uninit() }; Limits::MAX_HEADERS];
+    let max_headers = limits.max_headers.min(Limits::MAX_HEADERS);
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut raw[..max_headers]) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            check_partial(buf, limits)?;
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Reject::new(431, "too many header fields"));
+        }
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(httparse::Error::HeaderName) => {
+            return Err(Reject::new(
+                400,
+                "malformed header field name (whitespace before the colon, or obs-fold)",
+            ));
+        }
+        Err(_) => return Err(Reject::new(400, "malformed request line or header field")),
+    };
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(Reject::new(400, "malformed request line"));
+    };
+    if target.len() > limits.max_target_bytes {
+        return Err(Reject::new(414, "request target too long"));
+    }
+    if len > limits.max_head_bytes {
+        return Err(Reject::new(431, "request header section too large"));
+    }
+    let version = if minor == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    check_target(method, target)?;
+
+    let mut fields = Fields::default();
+    headers.clear();
+    for h in req.headers.iter() {
+        headers.push(Header::new(h.name, h.value));
+        fields.add(h.name, h.value)?;
+    }
+    let framing = fields.framing(version, limits)?;
+    if version == Version::Http11 && fields.hosts != 1 {
+        // RFC 9112 §3.2: exactly one Host in HTTP/1.1.
+        return Err(Reject::new(
+            400,
+            "an HTTP/1.1 request needs exactly one Host header",
+        ));
+    }
+    if fields.hosts > 1 {
+        return Err(Reject::new(400, "more than one Host header"));
+    }
+    let keep_alive = match version {
+        Version::Http11 => !fields.close,
+        Version::Http10 => fields.keep_alive && !fields.close,
+    };
+    Ok(Some(Head {
+        method,
+        target,
+        version,
+        len,
+        framing,
+        keep_alive,
+        expect_continue: fields.expect_continue,
+    }))
+}
+
+/// What the header fields said about framing and the connection.
+#[derive(Default)]
+struct Fields {
+    /// The agreed `Content-Length`, once one was seen.
+    length: Option<u64>,
+    /// A `Content-Length` too large to represent.
+    length_overflow: bool,
+    /// `Transfer-Encoding` codings, in order.
+    codings: Vec<TransferCoding>,
+    hosts: usize,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+#[derive(PartialEq, Eq)]
+enum TransferCoding {
+    Chunked,
+    Other,
+}
+
+impl Fields {
+    fn add(&mut self, name: &str, value: &[u8]) -> Result<(), Reject> {
+        if name.eq_ignore_ascii_case("content-length") {
+            // RFC 9112 §6.3 (5): a list of identical valid values may be taken as one.
+            for item in value.split(|&b| b == b',') {
+                let item = item.trim_ascii();
+                if item.is_empty() || !item.iter().all(u8::is_ascii_digit) {
+                    return Err(Reject::new(400, "invalid Content-Length"));
+                }
+                let n = std::str::from_utf8(item)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok());
+                match (n, self.length) {
+                    (None, _) => self.length_overflow = true,
+                    (Some(n), Some(seen)) if n != seen => {
+                        return Err(Reject::new(400, "differing Content-Length values"));
+                    }
+                    (Some(n), _) => self.length = Some(n),
+                }
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            for item in value.split(|&b| b == b',') {
+                let item = item.trim_ascii();
+                if item.is_empty() {
+                    continue;
+                }
+                self.codings.push(if item.eq_ignore_ascii_case(b"chunked") {
+                    TransferCoding::Chunked
+                } else {
+                    TransferCoding::Other
+                });
+            }
+            if self.codings.is_empty() {
+                return Err(Reject::new(400, "empty Transfer-Encoding"));
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            self.hosts += 1;
+        } else if name.eq_ignore_ascii_case("connection") {
+            self.close |= has_token(value, "close");
+            self.keep_alive |= has_token(value, "keep-alive");
+        } else if name.eq_ignore_ascii_case("expect") {
+            if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                self.expect_continue = true;
+            } else {
+                return Err(Reject::new(
+                    417,
+                    "the only expectation supported is 100-continue",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// RFC 9112 §6.1 and §6.3: one unambiguous framing, or a refusal.
+    fn framing(&self, version: Version, limits: &Limits) -> Result<Framing, Reject> {
+        let has_length = self.length.is_some() || self.length_overflow;
+        if !self.codings.is_empty() {
+            if has_length {
+                return Err(Reject::new(
+                    400,
+                    "both Content-Length and Transfer-Encoding",
+                ));
+            }
+            if version == Version::Http10 {
+                return Err(Reject::new(400, "Transfer-Encoding in an HTTP/1.0 request"));
+            }
+            if self.codings != [TransferCoding::Chunked] {
+                return Err(Reject::new(
+                    400,
+                    "the only transfer coding accepted is chunked",
+                ));
+            }
+            return Ok(Framing::Chunked);
+        }
+        if self.length_overflow {
+            return Err(Reject::new(413, "request body too large"));
+        }
+        match self.length {
+            None | Some(0) => Ok(Framing::Empty),
+            Some(n) if n > limits.max_body_bytes as u64 => {
+                Err(Reject::new(413, "request body too large"))
+            }
+            Some(n) => Ok(Framing::Length(n as usize)),
+        }
+    }
+}
+
+/// RFC 9112 §3.2: origin-form, absolute-form, and asterisk-form for `OPTIONS` only.
+/// (Authority-form is for `CONNECT`, which this server does not proxy.)
+fn check_target(method: &str, target: &str) -> Result<(), Reject> {
+    let absolute = target
+        .get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
+        || target
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("http://"));
+    match target.as_bytes().first() {
+        Some(b'/') => Ok(()),
+        Some(b'*') if target == "*" && method == "OPTIONS" => Ok(()),
+        Some(_) if absolute => Ok(()),
+        _ => Err(Reject::new(400, "invalid request target")),
+    }
+}
+
+/// An incomplete head may still be refused: it is already too long to ever fit.
+fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), Reject> {
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    // Request line: method SP target SP version; allow generous room for method and version.
+    let line_limit = limits.max_target_bytes + 64;
+    if line_end.is_none_or(|end| end > line_limit) && buf.len() > line_limit {
+        return Err(Reject::new(414, "request target too long"));
+    }
+    if buf.len() > limits.max_head_bytes {
+        return Err(Reject::new(431, "request header section too large"));
+    }
+    Ok(())
+}
+
+/// `HTTP/x.y` that is not 1.0 or 1.1 is a version we do not speak (505); anything else in that
+/// place is a malformed request line (400).
+fn version_error(buf: &[u8]) -> Reject {
+    let line = buf
+        .split(|&b| b == b'\n')
+        .find(|l| !l.trim_ascii().is_empty());
+    let version = line.and_then(|l| l.trim_ascii_end().rsplit(|&b| b == b' ').next());
+    match version {
+        Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor])
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Reject::new(505, "HTTP version not supported")
+        }
+        Some([b'H', b'T', b'T', b'P', b'/', major]) if major.is_ascii_digit() => {
+            Reject::new(505, "HTTP version not supported")
+        }
+        _ => Reject::new(400, "malformed request line"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Parsed<'b> = Result<Option<(Head<'b>, Vec<(String, String)>)>, Reject>;
+
+    fn parse(input: &str) -> Parsed<'_> {
+        parse_with(input, &Limits::default())
+    }
+
+    fn parse_with<'b>(
+        input: &'b str,
+        limits: &Limits,
+    ) -> Parsed<'b> {
+        let mut headers = Vec::new();
+        let head = parse_head(input.as_bytes(), limits, &mut headers)?;
+        let pairs = headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name().to_owned(),
+                    String::from_utf8_lossy(h.value()).into_owned(),
+                )
+            })
+            .collect();
+        Ok(head.map(|h| (h, pairs)))
+    }
+
+    fn status(input: &str) -> u16 {
+        match parse(input) {
+            Err(r) => r.status,
+            Ok(Some(_)) => 0,
+            Ok(None) => 1,
+        }
+    }
+
+    #[test]
+    fn parses_a_simple_request() {
+        let (head, headers) = parse("GET /a?b HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\n\r\nrest")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.method, "GET");
+        assert_eq!(head.target, "/a?b");
+        assert_eq!(head.version, Version::Http11);
+        assert_eq!(
+            head.len,
+            "GET /a?b HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\n\r\n".len()
+        );
+        assert_eq!(head.framing, Framing::Empty);
+        assert!(head.keep_alive);
+        assert_eq!(headers.len(), 3);
+        assert_eq!(headers[2], ("x-a".into(), "2".into()));
+    }
+
+    #[test]
+    fn partial_heads_need_more() {
+        for cut in [
+            "",
+            "G",
+            "GET / HTTP/1.1",
+            "GET / HTTP/1.1\r\nHost: x\r\n",
+            "GET / HTTP/1.1\r\nHo",
+        ] {
+            assert!(parse(cut).unwrap().is_none(), "{cut:?}");
+        }
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version() {
+        let ka = |s| parse(s).unwrap().unwrap().0.keep_alive;
+        assert!(ka("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!ka(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(!ka("GET / HTTP/1.0\r\n\r\n"));
+        assert!(ka("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+        assert!(!ka(
+            "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn framing_by_length_and_chunked() {
+        let framing = |s| parse(s).unwrap().unwrap().0.framing;
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framing(
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\ncontent-length: 5\r\n\r\n"
+            ),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n"),
+            Framing::Chunked
+        );
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let cases = [
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ];
+        for case in cases {
+            assert_eq!(status(case), 400, "{case:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_heads_are_400() {
+        let cases = [
+            "GET / HTTP/1.1\r\n\r\n",                                  // no Host
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",            // two Hosts
+            "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", // obs-fold
+            "GET / HTTP/1.1\r\nHost : x\r\n\r\n",                      // space before colon
+            "GET / HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n",
+            "GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+            "GET nothing HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET * HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / FTP/1.1\r\nHost: x\r\n\r\n",
+            "G@T / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",
+        ];
+        for case in cases {
+            assert_eq!(status(case), 400, "{case:?}");
+        }
+    }
+
+    #[test]
+    fn other_targets_are_accepted() {
+        assert_eq!(status("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+        assert_eq!(status("GET http://x/a?b HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+        assert_eq!(status("GET / HTTP/1.0\r\n\r\n"), 0);
+    }
+
+    #[test]
+    fn versions_we_do_not_speak_are_505() {
+        assert_eq!(status("GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
+        assert_eq!(status("GET / HTTP/1.2\r\nHost: x\r\n\r\n"), 505);
+        assert_eq!(status("GET / HTTP/3\r\nHost: x\r\n\r\n"), 505);
+    }
+
+    #[test]
+    fn expectations() {
+        assert!(
+            parse("PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .0
+                .expect_continue
+        );
+        assert_eq!(
+            status("PUT / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n"),
+            417
+        );
+    }
+
+    #[test]
+    fn limits_give_414_431_413() {
+        let limits = Limits {
+            max_target_bytes: 20,
+            max_head_bytes: 200,
+            max_headers: 3,
+            max_body_bytes: 10,
+            ..Limits::default()
+        };
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(30));
+        assert_eq!(parse_with(&long_target, &limits).unwrap_err().status, 414);
+        let endless_target = format!("GET /{}", "a".repeat(100));
+        assert_eq!(
+            parse_with(&endless_target, &limits).unwrap_err().status,
+            414
+        );
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+            "a".repeat(300)
+        );
+        assert_eq!(parse_with(&big, &limits).unwrap_err().status, 431);
+        let partial_big = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}", "a".repeat(300));
+        assert_eq!(parse_with(&partial_big, &limits).unwrap_err().status, 431);
+        let many = "GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+        assert_eq!(parse_with(many, &limits).unwrap_err().status, 431);
+        let body = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n";
+        assert_eq!(parse_with(body, &limits).unwrap_err().status, 413);
+        let huge = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n";
+        assert_eq!(parse_with(huge, &limits).unwrap_err().status, 413);
+    }
+}

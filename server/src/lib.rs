@@ -1,0 +1,48 @@
+//! mini-async-http: a small, fast HTTP/1.1 server whose handlers can live in plugins.
+//!
+//! # A tour
+//! - [`AIOServer`] (`server.rs`) is the embeddable server of the seed README: give it a handler
+//!   closure and call `start`. [`ServerHandle`] waits for it and shuts it down.
+//! - `event_loop.rs` is its one mio event loop: accept, readiness, timers, the control channel
+//!   (`control.rs`, a `UnixDatagram` pair). It computes nothing.
+//! - `pool.rs` queues ready connections for the worker threads; `worker.rs` is a worker: read,
+//!   parse (`http/parse.rs`, `http/body.rs`), call the handler, encode (`http/encode.rs`), write.
+//! - `conn.rs` is one connection and the atomic state that says which thread owns it.
+//! - [`Limits`] (`limits.rs`) bounds what a client can make the server hold.
+//! - [`Request`], [`Response`] and [`ResponseBuilder`] come from `plugin-api`, so an in-process
+//!   handler and a plugin's handler are written the same way.
+//!
+//! # Portability
+//! Unix only: the control channel is a `UnixDatagram` pair, as in the seed.
+
+#![warn(missing_docs)]
+
+mod clock;
+mod conn;
+mod control;
+mod event_loop;
+mod http;
+mod limits;
+mod pool;
+mod server;
+mod worker;
+
+pub use control::ControlMsg;
+pub use limits::Limits;
+pub use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder, Version};
+pub use server::{AIOServer, Handler, ServerHandle};
+
+/// The server, under the seed's module name: `mini_async_http::aioserver::AIOServer`.
+pub mod aioserver {
+    pub use crate::server::{AIOServer, Handler, ServerHandle};
+}
+
+/// Responses, under the seed's module name: `mini_async_http::response::ResponseBuilder`.
+pub mod response {
+    pub use plugin_api::{Error, Response, ResponseBuilder};
+}
+
+/// Requests: `mini_async_http::request::Request`.
+pub mod request {
+    pub use plugin_api::{Header, Request, RequestParts, Version};
+}

@@ -1,0 +1,70 @@
+//! The worker pool's queue: connections with work to do, handed from the event loop to whichever
+//! worker is free.
+//!
+//! The loop pushes every ready connection of one `poll` in one batch and wakes only as many
+//! sleeping workers as it has work for; a worker that finishes a connection takes the next one
+//! before it ever sleeps. Both keep the futex calls per request low.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::conn::Slot;
+
+/// Connections waiting for a worker.
+#[derive(Default)]
+pub(crate) struct Queue {
+    inner: Mutex<Inner>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Inner {
+    items: VecDeque<Arc<Slot>>,
+    /// Workers blocked in `pop`, so that `push` wakes no more than can run.
+    sleeping: usize,
+    /// Set at the end of shutdown: `pop` returns `None` once the queue is empty.
+    stopped: bool,
+}
+
+impl Queue {
+    /// Queues a batch (emptying it) and wakes sleeping workers for it.
+    pub fn push_batch(&self, batch: &mut Vec<Arc<Slot>>) {
+        if batch.is_empty() {
+            return;
+        }
+        let wake = {
+            let mut inner = self.lock();
+            inner.items.extend(batch.drain(..));
+            inner.sleeping.min(inner.items.len())
+        };
+        for _ in 0..wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// The next connection, blocking while there is none; `None` after [`stop`](Self::stop).
+    pub fn pop(&self) -> Option<Arc<Slot>> {
+        let mut inner = self.lock();
+        loop {
+            if let Some(slot) = inner.items.pop_front() {
+                return Some(slot);
+            }
+            if inner.stopped {
+                return None;
+            }
+            inner.sleeping += 1;
+            inner = self.ready.wait(inner).unwrap_or_else(|e| e.into_inner());
+            inner.sleeping -= 1;
+        }
+    }
+
+    /// Lets the workers finish what is queued and then return from `pop`.
+    pub fn stop(&self) {
+        self.lock().stopped = true;
+        self.ready.notify_all();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,314 @@
+//! [`AIOServer`], its [`ServerHandle`], and the [`Handler`] every request goes to.
+//!
+//! `start` binds, spawns the worker pool, runs the event loop on the calling thread until a
+//! shutdown, then joins the workers. Everything the loop and the workers share is in [`Shared`].
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+
+use plugin_api::{Request, Response};
+
+use crate::Limits;
+use crate::clock::Clock;
+use crate::control::{self, ControlMsg, ControlSender};
+use crate::event_loop::{EventLoop, ReloadHook};
+use crate::pool::Queue;
+use crate::worker::Worker;
+
+/// Answers requests. Closures `Fn(&Request) -> Response` are handlers, and so is the host's plugin
+/// router: one shape for both.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request. Called from many worker threads at once. A panic becomes a `500`.
+    fn handle(&self, request: &Request<'_>) -> Response;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&Request<'_>) -> Response + Send + Sync + 'static,
+{
+    fn handle(&self, request: &Request<'_>) -> Response {
+        self(request)
+    }
+}
+
+/// An HTTP/1.1 server: one event loop thread and a pool of worker threads.
+///
+/// ```no_run
+/// use mini_async_http::{AIOServer, ResponseBuilder};
+///
+/// let server = AIOServer::new(3, "127.0.0.1:7878", |_request| {
+///     ResponseBuilder::empty_200().body(b"Hello").build().unwrap()
+/// });
+/// server.start().unwrap();
+/// ```
+pub struct AIOServer {
+    workers: usize,
+    addr: String,
+    handler: Arc<dyn Handler>,
+    limits: Limits,
+    /// Run by the loop on `ControlMsg::Reload`; taken when the loop starts.
+    reload: Mutex<Option<ReloadHook>>,
+    life: Arc<Lifecycle>,
+}
+
+impl AIOServer {
+    /// A server with `workers` worker threads that will listen on `addr` (`"0.0.0.0:7878"`, or
+    /// port 0 for any free port) and answer every request with `handler`.
+    pub fn new<F>(workers: usize, addr: impl ToString, handler: F) -> AIOServer
+    where
+        F: Fn(&Request<'_>) -> Response + Send + Sync + 'static,
+    {
+        AIOServer::with_handler(workers, addr, Arc::new(handler))
+    }
+
+    /// Like [`new`](Self::new), for a handler that is already shared.
+    pub fn with_handler(
+        workers: usize,
+        addr: impl ToString,
+        handler: Arc<dyn Handler>,
+    ) -> AIOServer {
+        AIOServer {
+            workers: workers.max(1),
+            addr: addr.to_string(),
+            handler,
+            limits: Limits::default(),
+            reload: Mutex::new(None),
+            life: Arc::new(Lifecycle::default()),
+        }
+    }
+
+    /// Replaces the default [`Limits`].
+    pub fn with_limits(mut self, limits: Limits) -> AIOServer {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets what the event loop does with [`ServerHandle::reload`]: the hook runs on the loop
+    /// thread, so it must only hand the work to another thread.
+    pub fn on_reload(self, hook: impl FnMut(u64) + Send + 'static) -> AIOServer {
+        *self.reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(hook));
+        self
+    }
+
+    /// A handle to wait for the server to be ready and to shut it down, from any thread.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            life: Arc::clone(&self.life),
+        }
+    }
+
+    /// Binds, starts the workers and runs the event loop on this thread until
+    /// [`ServerHandle::shutdown`]; then finishes the requests in flight and returns.
+    ///
+    /// # Errors
+    /// The address does not resolve or cannot be bound (the error names it), the server was
+    /// already started, or the poller fails.
+    pub fn start(&self) -> io::Result<()> {
+        {
+            let mut phase = self.life.lock();
+            match *phase {
+                Phase::New => *phase = Phase::Starting,
+                Phase::ShutdownRequested => {
+                    *phase = Phase::Stopped;
+                    self.life.changed.notify_all();
+                    return Ok(());
+                }
+                _ => return Err(io::Error::other("the server was already started")),
+            }
+        }
+        let result = self.run();
+        let mut phase = self.life.lock();
+        *phase = match &result {
+            Ok(()) => Phase::Stopped,
+            Err(e) => Phase::Failed(e.to_string()),
+        };
+        self.life.changed.notify_all();
+        result
+    }
+
+    fn run(&self) -> io::Result<()> {
+        let listener = bind(&self.addr)?;
+        let local = listener.local_addr()?;
+        let (sender, receiver) = control::channel()?;
+        let shared = Arc::new(Shared {
+            handler: Arc::clone(&self.handler),
+            limits: self.limits.clone(),
+            clock: Clock::new(),
+            queue: Queue::default(),
+            control: sender,
+            draining: AtomicBool::new(false),
+        });
+        let reload = self.reload.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let event_loop = EventLoop::new(listener, receiver, Arc::clone(&shared), reload)?;
+        let mut workers = Vec::with_capacity(self.workers);
+        for i in 0..self.workers {
+            let worker = Worker::new(Arc::clone(&shared));
+            let spawned = thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || worker.run());
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                Err(e) => {
+                    shared.queue.stop();
+                    return Err(e);
+                }
+            }
+        }
+        tracing::info!(addr = %local, workers = self.workers, "listening");
+        *self.life.lock() = Phase::Running {
+            addr: local,
+            shared: Arc::clone(&shared),
+        };
+        self.life.changed.notify_all();
+        let result = event_loop.run();
+        shared.queue.stop();
+        for worker in workers {
+            if worker.join().is_err() {
+                tracing::error!("a worker thread panicked");
+            }
+        }
+        tracing::info!(addr = %local, "stopped");
+        result
+    }
+}
+
+impl Drop for AIOServer {
+    /// Shuts a running server down as [`ServerHandle::shutdown`] does. (A server that is running
+    /// cannot be dropped by the thread that started it, but one shared with other threads can.)
+    fn drop(&mut self) {
+        let phase = self.life.lock();
+        if matches!(*phase, Phase::Running { .. }) {
+            drop(phase);
+            self.handle().shutdown();
+        }
+    }
+}
+
+/// Controls a server from any thread. Cheap to clone.
+#[derive(Clone)]
+pub struct ServerHandle {
+    life: Arc<Lifecycle>,
+}
+
+impl ServerHandle {
+    /// Blocks until the server accepts connections, and returns the address it listens on.
+    ///
+    /// # Errors
+    /// The server failed to start (the error says why), or stopped before it was ready.
+    pub fn ready(&self) -> io::Result<SocketAddr> {
+        let mut phase = self.life.lock();
+        loop {
+            match &*phase {
+                Phase::Running { addr, .. } => return Ok(*addr),
+                Phase::Failed(why) => return Err(io::Error::other(why.clone())),
+                Phase::Stopped => return Err(io::Error::other("the server has stopped")),
+                _ => {
+                    phase = self
+                        .life
+                        .changed
+                        .wait(phase)
+                        .unwrap_or_else(|e| e.into_inner())
+                }
+            }
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, finish every request already received, close the idle
+    /// connections, join the workers. Blocks until done. Do not call it from a handler (it would
+    /// wait for itself): use [`begin_shutdown`](Self::begin_shutdown) there.
+    pub fn shutdown(&self) {
+        self.begin_shutdown();
+        let mut phase = self.life.lock();
+        while !matches!(*phase, Phase::Stopped | Phase::Failed(_) | Phase::New) {
+            phase = self
+                .life
+                .changed
+                .wait(phase)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Starts a graceful shutdown and returns at once.
+    pub fn begin_shutdown(&self) {
+        let mut phase = self.life.lock();
+        match &*phase {
+            Phase::New => *phase = Phase::ShutdownRequested,
+            Phase::Running { shared, .. } => {
+                if let Err(e) = shared.control.send(ControlMsg::Shutdown) {
+                    tracing::error!(error = %e, "could not reach the event loop to shut down");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Asks the event loop to run its reload hook with `tag` (see [`AIOServer::on_reload`]).
+    ///
+    /// # Errors
+    /// The server is not running.
+    pub fn reload(&self, tag: u64) -> io::Result<()> {
+        match &*self.life.lock() {
+            Phase::Running { shared, .. } => shared.control.send(ControlMsg::Reload(tag)),
+            _ => Err(io::Error::other("the server is not running")),
+        }
+    }
+}
+
+/// What the event loop and the workers share.
+pub(crate) struct Shared {
+    pub handler: Arc<dyn Handler>,
+    pub limits: Limits,
+    pub clock: Clock,
+    pub queue: Queue,
+    /// Workers report closed connections here; handles send shutdown and reload.
+    pub control: ControlSender,
+    /// Set when shutdown begins: responses say `Connection: close` and idle connections close.
+    pub draining: AtomicBool,
+}
+
+/// Where a server is in its life, for its handles.
+#[derive(Default)]
+struct Lifecycle {
+    phase: Mutex<Phase>,
+    changed: Condvar,
+}
+
+impl Lifecycle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Default)]
+enum Phase {
+    #[default]
+    New,
+    /// Shutdown was asked for before `start`: `start` returns at once.
+    ShutdownRequested,
+    Starting,
+    Running {
+        addr: SocketAddr,
+        shared: Arc<Shared>,
+    },
+    Stopped,
+    Failed(String),
+}
+
+/// Binds a listener (mio's, with a backlog of 1024), with errors that name the address.
+fn bind(addr: &str) -> io::Result<mio::net::TcpListener> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    let mut last = io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "the address resolves to nothing",
+    );
+    for resolved in addr.to_socket_addrs().map_err(named)? {
+        match mio::net::TcpListener::bind(resolved) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = e,
+        }
+    }
+    Err(named(last))
+}

@@ -1,0 +1,494 @@
+//! A worker thread: takes a connection from the queue and drives it as far as it can go without
+//! blocking: flush what is owed, read what arrived, answer every complete request, write all the
+//! answers in one `write`, and hand the connection back.
+//!
+//! This is where the server's work happens; the event loop only says which connection is ready.
+//! A read shorter than the buffer means the socket was drained, so no extra `read` is made just to
+//! see `WouldBlock`: new data makes a new edge. Parsing is in `http/`, the handler is whatever the
+//! server was built with.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder};
+
+use crate::conn::{Conn, InBuf};
+use crate::control::ControlMsg;
+use crate::http::body::Chunked;
+use crate::http::encode::{CONTINUE, DateCache, encode, encode_error, persist};
+use crate::http::parse::{Framing, Head, Reject, parse_head};
+use crate::server::Shared;
+
+/// The read buffer a worker lends to the connection it drives.
+const READ_BUF: usize = 16 * 1024;
+/// Partial requests up to this size move into a buffer of their own; larger ones keep the one
+/// they grew in.
+const SMALL_BUF: usize = 4 * 1024;
+/// Encoded output past which the worker writes before it answers more pipelined requests.
+const OUT_HIGH_WATER: usize = 256 * 1024;
+/// How long a connection closed after an error keeps reading (and discarding) what the client still
+/// sends, so that the client sees the error response rather than a reset.
+const LINGER_MS: u64 = 2_000;
+
+/// One worker's reusable state: nothing here is allocated per request.
+pub(crate) struct Worker {
+    shared: Arc<Shared>,
+    /// The read buffer lent to connections with no partial request.
+    spare: InBuf,
+    /// Responses encoded during this turn, written together.
+    out: Vec<u8>,
+    /// Header views, reused across requests (see [`reuse`]).
+    headers: Vec<Header<'static>>,
+    date: DateCache,
+    /// Bytes the current partial request still needs, as a hint for growing the buffer.
+    want: usize,
+}
+
+/// What to do with a connection after a turn.
+enum Next {
+    /// Hand it back to the loop, to be closed at this deadline unless readiness comes first.
+    Idle(u64),
+    /// Close it now.
+    Close,
+}
+
+/// How processing the buffered requests ended.
+enum Step {
+    /// Everything complete was answered; waiting for more bytes.
+    NeedInput,
+    /// Output passed the high-water mark with requests still buffered: write, then continue.
+    More,
+    /// Close after the output is written; `linger` after an error.
+    Close { linger: bool },
+}
+
+impl Worker {
+    pub fn new(shared: Arc<Shared>) -> Worker {
+        Worker {
+            shared,
+            spare: InBuf::default(),
+            out: Vec::with_capacity(READ_BUF),
+            headers: Vec::new(),
+            date: DateCache::new(),
+            want: 0,
+        }
+    }
+
+    /// Serves queued connections until the queue is stopped.
+    pub fn run(mut self) {
+        let shared = Arc::clone(&self.shared);
+        while let Some(slot) = shared.queue.pop() {
+            slot.begin();
+            loop {
+                let mut conn = slot.conn();
+                match self.drive(&shared, &mut conn) {
+                    Next::Close => {
+                        *conn = Conn::closed(conn.peer);
+                        drop(conn);
+                        slot.close();
+                        if let Err(e) = shared.control.send(ControlMsg::Closed(slot.token)) {
+                            tracing::error!(error = %e, "control channel failed");
+                        }
+                        break;
+                    }
+                    Next::Idle(deadline) => {
+                        drop(conn);
+                        if slot.release(deadline) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One turn on one connection.
+    fn drive(&mut self, shared: &Shared, conn: &mut Conn) -> Next {
+        let now = shared.clock.now();
+        let limits = &shared.limits;
+        let Some(stream) = conn.stream.as_mut() else {
+            return Next::Close;
+        };
+        if !conn.output.is_empty() {
+            match write_some(stream, &conn.output) {
+                Ok(n) if n == conn.output.len() => conn.output = Vec::new(),
+                Ok(n) => {
+                    conn.output.drain(..n);
+                    return Next::Idle(shared.clock.after(now, limits.write_timeout));
+                }
+                Err(e) => return closed_by(e, conn),
+            }
+        }
+        if conn.linger_until != 0 {
+            return linger(conn);
+        }
+        if conn.close_after_flush {
+            return Next::Close;
+        }
+        let mut buf = if conn.input.data.is_empty() {
+            std::mem::take(&mut self.spare)
+        } else {
+            std::mem::take(&mut conn.input)
+        };
+        if buf.data.is_empty() {
+            buf = InBuf::with_capacity(READ_BUF);
+        }
+        let next = self.serve(shared, conn, &mut buf, now);
+        self.stash(conn, buf);
+        next
+    }
+
+    /// Reads, answers and writes until the socket is drained or the connection must close.
+    fn serve(&mut self, shared: &Shared, conn: &mut Conn, buf: &mut InBuf, now: u64) -> Next {
+        let limits = &shared.limits;
+        let cap = limits.max_head_bytes + limits.max_body_bytes + READ_BUF;
+        let (mut eof, mut drained) = (false, false);
+        loop {
+            let step = self.process(shared, conn, buf, now);
+            if !self.out.is_empty() {
+                let stream = conn.stream.as_mut().expect("checked by drive");
+                let written = write_some(stream, &self.out);
+                match written {
+                    Ok(n) if n == self.out.len() => self.out.clear(),
+                    Ok(n) => {
+                        conn.output = self.out[n..].to_vec();
+                        self.out.clear();
+                        match step {
+                            Step::Close { linger: true } => return self.start_linger(conn, now),
+                            Step::Close { linger: false } => conn.close_after_flush = true,
+                            _ => {}
+                        }
+                        return Next::Idle(shared.clock.after(now, limits.write_timeout));
+                    }
+                    Err(e) => {
+                        self.out.clear();
+                        return closed_by(e, conn);
+                    }
+                }
+            }
+            match step {
+                Step::Close { linger: true } => return self.start_linger(conn, now),
+                Step::Close { linger: false } => return Next::Close,
+                Step::More => continue,
+                Step::NeedInput => {}
+            }
+            if eof {
+                // RFC 9112 §9.6: the client closed its side; nothing more can arrive.
+                return Next::Close;
+            }
+            if drained {
+                break;
+            }
+            let room = buf.make_room(self.want.max(1024), cap);
+            if room == 0 {
+                return Next::Close;
+            }
+            let stream = conn.stream.as_mut().expect("checked by drive");
+            match stream.read(&mut buf.data[buf.end..buf.end + room]) {
+                Ok(0) => eof = true,
+                Ok(n) => {
+                    buf.end += n;
+                    drained = n < room;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return closed_by(e, conn),
+            }
+        }
+        let clock = &shared.clock;
+        if buf.is_empty() {
+            if shared.draining.load(Ordering::Acquire) {
+                return Next::Close;
+            }
+            Next::Idle(clock.after(now, limits.keep_alive_timeout))
+        } else if self.want > 0 {
+            // The head is in; the body is on its way.
+            Next::Idle(clock.after(now, limits.body_timeout))
+        } else {
+            Next::Idle(clock.after(conn.request_started, limits.header_timeout))
+        }
+    }
+
+    /// Answers every complete request in `buf`, appending the responses to `self.out`.
+    fn process(&mut self, shared: &Shared, conn: &mut Conn, buf: &mut InBuf, now: u64) -> Step {
+        let limits = &shared.limits;
+        loop {
+            self.want = 0;
+            if buf.is_empty() {
+                buf.start = 0;
+                buf.end = 0;
+                conn.request_started = 0;
+                return Step::NeedInput;
+            }
+            if self.out.len() > OUT_HIGH_WATER {
+                return Step::More;
+            }
+            if conn.request_started == 0 {
+                conn.request_started = now;
+            }
+            let mut headers = reuse(&mut self.headers);
+            let pending = buf.pending();
+            let head = match parse_head(pending, limits, &mut headers) {
+                Ok(Some(head)) => head,
+                Ok(None) => {
+                    self.headers = reuse(&mut headers);
+                    return Step::NeedInput;
+                }
+                Err(reject) => {
+                    self.headers = reuse(&mut headers);
+                    return self.reject(conn, reject);
+                }
+            };
+            let (body, consumed) = match head.framing {
+                Framing::Empty => (&pending[..0], head.len),
+                Framing::Length(n) if pending.len() - head.len >= n => {
+                    (&pending[head.len..head.len + n], head.len + n)
+                }
+                Framing::Length(n) => {
+                    self.want = head.len + n - pending.len();
+                    let expect = expect_continue(&head, conn);
+                    self.headers = reuse(&mut headers);
+                    if expect {
+                        self.out.extend_from_slice(CONTINUE);
+                    }
+                    return Step::NeedInput;
+                }
+                Framing::Chunked => {
+                    let (head_len, expect) = (head.len, expect_continue(&head, conn));
+                    self.headers = reuse(&mut headers);
+                    match decode_chunked(conn, buf, head_len, limits.max_body_bytes) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            if expect {
+                                self.out.extend_from_slice(CONTINUE);
+                            }
+                            self.want = 1;
+                            return Step::NeedInput;
+                        }
+                        Err(reject) => return self.reject(conn, reject),
+                    }
+                    // The body is decoded in place, right after the head: parse the head again.
+                    let pending = buf.pending();
+                    headers = reuse(&mut self.headers);
+                    let Ok(Some(head)) = parse_head(pending, limits, &mut headers) else {
+                        unreachable!("a head that parsed once parses again");
+                    };
+                    let chunked = conn.chunked.take().expect("decoded above");
+                    let body = &pending[head.len..head.len + chunked.decoded()];
+                    let close = self.respond(shared, conn, &head, &headers, body);
+                    self.headers = reuse(&mut headers);
+                    buf.start += head_len + chunked.consumed();
+                    if let Some(step) = self.finish_request(conn, close) {
+                        return step;
+                    }
+                    continue;
+                }
+            };
+            let close = self.respond(shared, conn, &head, &headers, body);
+            self.headers = reuse(&mut headers);
+            buf.start += consumed;
+            if let Some(step) = self.finish_request(conn, close) {
+                return step;
+            }
+        }
+    }
+
+    /// Calls the handler and encodes its response. Returns whether the connection closes after it.
+    fn respond(
+        &mut self,
+        shared: &Shared,
+        conn: &Conn,
+        head: &Head<'_>,
+        headers: &[Header<'_>],
+        body: &[u8],
+    ) -> bool {
+        let request = Request::new(RequestParts {
+            method: head.method,
+            target: head.target,
+            version: head.version,
+            headers,
+            body,
+            peer: Some(conn.peer),
+            mount: "",
+        });
+        let handler = &shared.handler;
+        let response = match catch_unwind(AssertUnwindSafe(|| handler.handle(&request))) {
+            Ok(response) => response,
+            Err(panic) => {
+                tracing::error!(
+                    peer = %conn.peer,
+                    method = head.method,
+                    target = head.target,
+                    "handler panicked: {}",
+                    panic_message(&*panic)
+                );
+                internal_error()
+            }
+        };
+        let close = !head.keep_alive || response.close() || shared.draining.load(Ordering::Acquire);
+        let date = self.date.now();
+        encode(
+            &mut self.out,
+            &response,
+            head.method == "HEAD",
+            persist(head.version, close),
+            date,
+        );
+        close
+    }
+
+    /// Resets per-request state; `Some` when the connection must close.
+    fn finish_request(&mut self, conn: &mut Conn, close: bool) -> Option<Step> {
+        conn.continue_sent = false;
+        conn.chunked = None;
+        conn.request_started = 0;
+        close.then_some(Step::Close { linger: false })
+    }
+
+    fn reject(&mut self, conn: &Conn, reject: Reject) -> Step {
+        tracing::debug!(peer = %conn.peer, status = reject.status, "refused request: {}", reject.why);
+        let date = self.date.now();
+        encode_error(&mut self.out, reject.status, reject.why, date);
+        Step::Close { linger: true }
+    }
+
+    /// Half-closes the connection and starts discarding input (RFC 9112 §9.6).
+    fn start_linger(&mut self, conn: &mut Conn, now: u64) -> Next {
+        conn.linger_until = now + LINGER_MS;
+        if conn.output.is_empty() {
+            if let Some(stream) = conn.stream.as_ref() {
+                let _ = stream.shutdown(Shutdown::Write);
+            }
+            return linger(conn);
+        }
+        Next::Idle(conn.linger_until)
+    }
+
+    /// Gives the read buffer back: the connection keeps a partial request in a buffer of its own,
+    /// and the worker keeps (or regains) its spare.
+    fn stash(&mut self, conn: &mut Conn, mut buf: InBuf) {
+        let pending = buf.end - buf.start;
+        if pending == 0 {
+            conn.input = InBuf::default();
+            buf.start = 0;
+            buf.end = 0;
+            if self.spare.data.is_empty() && buf.data.len() <= READ_BUF {
+                self.spare = buf;
+            }
+        } else if buf.data.len() > SMALL_BUF && pending <= SMALL_BUF / 2 {
+            let mut small = InBuf::with_capacity(SMALL_BUF);
+            small.data[..pending].copy_from_slice(buf.pending());
+            small.end = pending;
+            conn.input = small;
+            buf.start = 0;
+            buf.end = 0;
+            if self.spare.data.is_empty() && buf.data.len() <= READ_BUF {
+                self.spare = buf;
+            }
+        } else {
+            conn.input = buf;
+        }
+    }
+}
+
+/// Decodes as much of a chunked body as `buf` holds. `Ok(true)` when complete.
+fn decode_chunked(
+    conn: &mut Conn,
+    buf: &mut InBuf,
+    head_len: usize,
+    max_body: usize,
+) -> Result<bool, Reject> {
+    let chunked = conn.chunked.get_or_insert_with(Chunked::default);
+    let body_start = buf.start + head_len;
+    let body = &mut buf.data[body_start..buf.end];
+    let raw = chunked.decode(body, chunked.decoded(), max_body)?;
+    chunked.set_consumed(raw);
+    if chunked.is_done() {
+        return Ok(true);
+    }
+    // Slide the undecoded tail down to the decoded data, so the buffer holds no framing.
+    let decoded = chunked.decoded();
+    buf.data
+        .copy_within(body_start + raw..buf.end, body_start + decoded);
+    buf.end -= raw - decoded;
+    Ok(false)
+}
+
+/// Whether to send `100 Continue` now (RFC 9110 §10.1.1): asked for, HTTP/1.1, not yet sent.
+fn expect_continue(head: &Head<'_>, conn: &mut Conn) -> bool {
+    let send =
+        head.expect_continue && head.version == plugin_api::Version::Http11 && !conn.continue_sent;
+    conn.continue_sent |= send;
+    send
+}
+
+/// Reads and drops whatever arrives; closes on EOF, error, or when the linger time is up.
+fn linger(conn: &mut Conn) -> Next {
+    let Some(stream) = conn.stream.as_mut() else {
+        return Next::Close;
+    };
+    let mut sink = [0u8; 4096];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return Next::Close,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Next::Idle(conn.linger_until);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Next::Close,
+        }
+    }
+}
+
+/// Writes as much of `data` as the socket takes now.
+fn write_some(stream: &mut mio::net::TcpStream, data: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < data.len() {
+        match stream.write(&data[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// A socket error ends the connection; resets and broken pipes are routine.
+fn closed_by(e: io::Error, conn: &Conn) -> Next {
+    tracing::debug!(peer = %conn.peer, error = %e, "connection error");
+    Next::Close
+}
+
+fn internal_error() -> Response {
+    ResponseBuilder::new(500)
+        .content_type("text/plain; charset=utf-8")
+        .body("internal server error\n")
+        .build()
+        .expect("a constant response is valid")
+}
+
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
+}
+
+/// Moves an empty vector's allocation to another lifetime of `Header`, so the header views of each
+/// request reuse one allocation. (The in-place `collect` keeps the buffer: same size and alignment.)
+fn reuse<'a, 'b>(v: &mut Vec<Header<'a>>) -> Vec<Header<'b>> {
+    let mut v = std::mem::take(v);
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector is empty"))
+        .collect()
+}
