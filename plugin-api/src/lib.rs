@@ -113,6 +113,7 @@ mod log;
 mod plugin;
 mod request;
 mod response;
+mod settings;
 
 pub use log::Level;
 pub use plugin::{InitError, NoConfig, Plugin};
@@ -124,4 +125,5 @@ pub use response::{Error, Response, ResponseBuilder, has_token, reason};
 pub mod __private {
     pub use crate::log::write as log;
     pub use crate::plugin::declaration;
+    pub use crate::settings::describe as describe_toml_error;
 }

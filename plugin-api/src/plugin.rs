@@ -90,7 +90,8 @@ unsafe extern "C" fn on_init<P: Plugin>(
         // SAFETY: the host lends `settings` for this call (ABI contract).
         let text = unsafe { settings.as_slice() };
         let text = std::str::from_utf8(text).map_err(|e| format!("settings are not UTF-8: {e}"))?;
-        let config: P::Config = toml::from_str(text).map_err(|e| format!("bad settings: {e}"))?;
+        let config: P::Config = toml::from_str(text)
+            .map_err(|e| format!("bad settings: {}", crate::settings::describe(text, &e).1))?;
         P::new(config).map_err(|e| e.to_string())
     });
     match result {

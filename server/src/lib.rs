@@ -46,3 +46,7 @@ pub mod response {
 pub mod request {
     pub use plugin_api::{Header, Request, RequestParts, Version};
 }
+
+pub mod config;
+pub mod host;
+pub mod plugin;

@@ -1,14 +1,92 @@
-//! The host binary. For now it serves a built-in `Hello`; plugins come next.
+//! The host binary: reads arguments, installs logging and signal handling, loads `config.toml`,
+//! and serves the plugins folder. Everything else is in the library.
 
-use mini_async_http::{AIOServer, ResponseBuilder};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-fn main() -> std::io::Result<()> {
-    let server = AIOServer::new(2, "127.0.0.1:7878", |_request| {
-        ResponseBuilder::empty_200()
-            .body("Hello")
-            .content_type("text/plain")
-            .build()
-            .expect("a constant response is valid")
-    });
-    server.start()
+use anyhow::Context as _;
+use clap::Parser;
+use mini_async_http::config::Config;
+use mini_async_http::host::Host;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+/// Serves HTTP/1.1 with request handlers loaded from plugins (*.so) in a folder.
+#[derive(Parser)]
+#[command(version, after_help = EXAMPLES)]
+struct Cli {
+    /// The configuration file [default: config.toml, optional]
+    #[arg(long, short, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// The address to listen on, overriding the file
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// The plugins folder, overriding the file
+    #[arg(long, value_name = "DIR")]
+    plugins: Option<PathBuf>,
+    /// Worker threads, overriding the file
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  mini-async-http                                   serve ./plugins as config.toml says
+  mini-async-http --listen 0.0.0.0:8080 --workers 4
+  RUST_LOG=debug mini-async-http --config /etc/mini-async-http.toml
+
+Signals: SIGTERM or SIGINT drain and exit; SIGHUP rescans the plugins folder.";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let (path, required) = match cli.config {
+        Some(path) => (path, true),
+        None => (PathBuf::from("config.toml"), false),
+    };
+    let mut config = Config::load(&path, required)?;
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = cli.plugins {
+        config.plugins_dir = dir;
+    }
+    if let Some(workers) = cli.workers {
+        config.workers = workers.into();
+    }
+    let host = Host::new(&config).context("cannot start the host")?;
+    let handle = host.handle();
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    tracing::info!("SIGHUP: rescanning the plugins folder");
+                    if let Err(e) = handle.reload(0) {
+                        tracing::warn!("cannot reload: {e}");
+                    }
+                } else {
+                    tracing::info!(signal, "shutting down");
+                    handle.begin_shutdown();
+                }
+            }
+        })?;
+    host.run()?;
+    Ok(())
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use integration_tests::{Client, get};
 use mini_async_http::{AIOServer, Limits, Request, Response, ResponseBuilder, ServerHandle};
 
 /// A server on an ephemeral port, shut down when dropped.
@@ -85,119 +86,6 @@ fn echo(request: &Request<'_>) -> Response {
         .unwrap()
 }
 
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-
-    fn body_str(&self) -> &str {
-        std::str::from_utf8(&self.body).unwrap()
-    }
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, bytes: impl AsRef<[u8]>) -> &mut Client {
-        self.stream.write_all(bytes.as_ref()).expect("send");
-        self
-    }
-
-    fn fill(&mut self) -> usize {
-        let mut chunk = [0u8; 65536];
-        match self.stream.read(&mut chunk) {
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                n
-            }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => 0,
-            Err(e) => panic!(
-                "read failed: {e}; received so far: {:?}",
-                String::from_utf8_lossy(&self.buf)
-            ),
-        }
-    }
-
-    /// Reads one response (Content-Length framed, or no body for 1xx/204/304/HEAD).
-    fn reply_to(&mut self, head_request: bool) -> Reply {
-        let head_end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            assert!(
-                self.fill() > 0,
-                "connection closed before a response head; got {:?}",
-                String::from_utf8_lossy(&self.buf)
-            );
-        };
-        let head = String::from_utf8(self.buf[..head_end].to_vec()).unwrap();
-        let status: u16 = head[9..12].parse().unwrap();
-        let mut reply = Reply {
-            status,
-            head,
-            body: Vec::new(),
-        };
-        let len: usize = match reply.header("content-length") {
-            Some(v) if !head_request => v.parse().unwrap(),
-            _ => 0,
-        };
-        while self.buf.len() < head_end + len {
-            assert!(self.fill() > 0, "connection closed mid-body");
-        }
-        reply.body = self.buf[head_end..head_end + len].to_vec();
-        self.buf.drain(..head_end + len);
-        reply
-    }
-
-    fn reply(&mut self) -> Reply {
-        self.reply_to(false)
-    }
-
-    /// Asserts that the server closes the connection, with nothing more sent.
-    fn expect_closed(&mut self) {
-        let n = self.fill();
-        assert_eq!(
-            n,
-            0,
-            "expected the connection to close, got {:?}",
-            String::from_utf8_lossy(&self.buf)
-        );
-        assert!(
-            self.buf.is_empty(),
-            "unexpected bytes: {:?}",
-            String::from_utf8_lossy(&self.buf)
-        );
-    }
-}
-
-fn get(path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
-}
-
 #[test]
 fn answers_a_get_with_date_and_length() {
     let server = TestServer::start(Limits::default());
@@ -273,10 +161,7 @@ fn connection_close_is_honoured_both_ways() {
     });
     let mut c = server.connect();
     let r = c.send(get("/")).reply();
-    assert_eq!(
-        (r.header("connection"), r.body_str()),
-        (Some("close"), "bye")
-    );
+    assert_eq!((r.header("connection"), r.text()), (Some("close"), "bye"));
     c.expect_closed();
 }
 
@@ -287,7 +172,7 @@ fn reads_content_length_bodies_in_pieces() {
     c.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello");
     thread::sleep(Duration::from_millis(20));
     let r = c.send(" world").reply();
-    assert_eq!(r.body_str(), "hello world");
+    assert_eq!(r.text(), "hello world");
     // A large body, bigger than any read buffer.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     c.send(format!(
@@ -315,7 +200,7 @@ fn decodes_chunked_bodies_with_extensions_and_trailers() {
             "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
         ))
         .reply();
-    assert_eq!(r.body_str(), "Hello, world");
+    assert_eq!(r.text(), "Hello, world");
     // The same, one byte per write, followed by a pipelined request.
     let whole = format!(
         "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{body}{}",
@@ -324,7 +209,7 @@ fn decodes_chunked_bodies_with_extensions_and_trailers() {
     for b in whole.bytes() {
         c.send([b]);
     }
-    assert_eq!(c.reply().body_str(), "Hello, world");
+    assert_eq!(c.reply().text(), "Hello, world");
     assert_eq!(c.reply().header("x-path"), Some("/next"));
     // A chunked body larger than the read buffer.
     let chunk = "x".repeat(40_000);
@@ -344,7 +229,7 @@ fn sends_100_continue_before_the_body() {
     let interim = c.reply();
     assert_eq!(interim.status, 100, "{interim:?}");
     let r = c.send("data").reply();
-    assert_eq!((r.status, r.body_str()), (200, "data"));
+    assert_eq!((r.status, r.text()), (200, "data"));
     // A body too large is refused instead of continued.
     let small = TestServer::start(Limits {
         max_body_bytes: 3,
@@ -372,7 +257,7 @@ fn head_has_the_get_headers_and_no_body() {
     assert_eq!(r.header("content-type"), Some("text/plain"));
     // Had a body been sent, it would be read as the start of this response.
     let r = c.send(get("/")).reply();
-    assert_eq!((r.status, r.body_str()), (200, "Hello"));
+    assert_eq!((r.status, r.text()), (200, "Hello"));
 }
 
 #[test]
@@ -476,7 +361,7 @@ fn a_panicking_handler_gets_500_and_the_server_goes_on() {
     let mut c = server.connect();
     for _ in 0..5 {
         assert_eq!(c.send(get("/panic")).reply().status, 500);
-        assert_eq!(c.send(get("/ok")).reply().body_str(), "fine");
+        assert_eq!(c.send(get("/ok")).reply().text(), "fine");
     }
 }
 
@@ -610,7 +495,7 @@ fn graceful_shutdown_finishes_requests_in_flight() {
             .unwrap()
     });
     let mut idle = server.connect();
-    assert_eq!(idle.send(get("/warm")).reply().body_str(), "/warm");
+    assert_eq!(idle.send(get("/warm")).reply().text(), "/warm");
     let mut busy = server.connect();
     busy.send(get("/slow"));
     while started.load(Ordering::SeqCst) == 0 {
@@ -625,7 +510,7 @@ fn graceful_shutdown_finishes_requests_in_flight() {
     proceed.send(()).unwrap();
     server.stop().expect("clean stop");
     let r = busy.reply();
-    assert_eq!((r.status, r.body_str()), (200, "/slow"));
+    assert_eq!((r.status, r.text()), (200, "/slow"));
     assert_eq!(r.header("connection"), Some("close"));
     busy.expect_closed();
     idle.expect_closed();

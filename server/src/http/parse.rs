@@ -297,10 +297,7 @@ mod tests {
         parse_with(input, &Limits::default())
     }
 
-    fn parse_with<'b>(
-        input: &'b str,
-        limits: &Limits,
-    ) -> Parsed<'b> {
+    fn parse_with<'b>(input: &'b str, limits: &Limits) -> Parsed<'b> {
         let mut headers = Vec::new();
         let head = parse_head(input.as_bytes(), limits, &mut headers)?;
         let pairs = headers

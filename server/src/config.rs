@@ -1,0 +1,456 @@
+//! `config.toml`: the host's configuration, read with serde and toml.
+//!
+//! Every field has a default, so an empty or missing file works. Unknown keys and bad values are
+//! refused with the file, the line and the key. Command-line flags override the file (`main.rs`).
+//!
+//! ```toml
+//! listen = "127.0.0.1:7878"   # address to serve on
+//! workers = 2                 # worker threads
+//! plugins_dir = "plugins"     # folder of *.so plugins
+//!
+//! [limits]                    # see `Limits`; times in milliseconds
+//! max_body_bytes = 8388608
+//! header_timeout_ms = 15000
+//!
+//! [[routes]]                  # more mounts; every plugin NAME is also at /NAME
+//! prefix = "/api/kv"
+//! plugin = "kv"
+//!
+//! [plugins.greeter]           # handed to the plugin's init
+//! greeting = "Hi"
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::ToSocketAddrs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::Limits;
+use crate::plugin::RouteSpec;
+
+/// The host's configuration, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The address to listen on.
+    pub listen: String,
+    /// Worker threads.
+    pub workers: usize,
+    /// The plugins folder.
+    pub plugins_dir: PathBuf,
+    /// Bounds and timeouts.
+    pub limits: Limits,
+    /// Extra routes.
+    pub routes: Vec<RouteSpec>,
+    /// Each plugin's `[plugins.NAME]` table, as TOML text for its init.
+    pub plugin_settings: BTreeMap<String, String>,
+    /// How long the plugins folder must be quiet before a changed file is reloaded.
+    pub reload_debounce: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7878".into(),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            plugins_dir: PathBuf::from("plugins"),
+            limits: Limits::default(),
+            routes: Vec::new(),
+            plugin_settings: BTreeMap::new(),
+            reload_debounce: Duration::from_millis(150),
+        }
+    }
+}
+
+/// A configuration file that cannot be used: where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The line (from 1), when the problem has one.
+    pub line: Option<usize>,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads `path`. A missing file gives the defaults unless `required`.
+    ///
+    /// # Errors
+    /// The file cannot be read (or is missing and required), or [`Config::parse`] refuses it.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
+            Err(e) => Err(ConfigError {
+                file: path.to_owned(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+
+    /// Parses and checks the text of a configuration file named `file`.
+    ///
+    /// # Errors
+    /// TOML syntax, unknown keys, values of the wrong type or out of range; each with its line.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let at = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
+            file: file.to_owned(),
+            line: span.map(|s| line_of(text, s.start)),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, message) = plugin_api::__private::describe_toml_error(text, &e);
+            ConfigError {
+                file: file.to_owned(),
+                line,
+                message,
+            }
+        })?;
+        let mut config = Config::default();
+        if let Some(listen) = raw.listen {
+            let resolves = listen
+                .get_ref()
+                .to_socket_addrs()
+                .is_ok_and(|mut a| a.next().is_some());
+            if !resolves {
+                return Err(at(
+                    Some(listen.span()),
+                    format!(
+                        "listen: {:?} is not an address (expected HOST:PORT)",
+                        listen.get_ref()
+                    ),
+                ));
+            }
+            config.listen = listen.into_inner();
+        }
+        if let Some(workers) = raw.workers {
+            config.workers = in_range(&workers, 1, 1024, "workers")
+                .map_err(|m| at(Some(workers.span()), m))? as usize;
+        }
+        if let Some(dir) = raw.plugins_dir {
+            config.plugins_dir = PathBuf::from(dir.into_inner());
+        }
+        if let Some(ms) = raw.reload_debounce_ms {
+            config.reload_debounce = Duration::from_millis(
+                in_range(&ms, 0, 60_000, "reload_debounce_ms")
+                    .map_err(|m| at(Some(ms.span()), m))?,
+            );
+        }
+        if let Some(limits) = raw.limits {
+            config.limits = limits
+                .apply(Limits::default())
+                .map_err(|(span, m)| at(Some(span), m))?;
+        }
+        for route in raw.routes {
+            let prefix = route.prefix.get_ref();
+            let valid = prefix.starts_with('/') && !prefix.contains(['?', '#', ' ']);
+            if !valid {
+                return Err(at(
+                    Some(route.prefix.span()),
+                    format!("routes.prefix: {prefix:?} must be a path starting with '/'"),
+                ));
+            }
+            let plugin = route.plugin.get_ref();
+            if crate::plugin::plugin_name(Path::new(&format!("lib{plugin}.so"))) != Some(plugin) {
+                return Err(at(
+                    Some(route.plugin.span()),
+                    format!("routes.plugin: {plugin:?} is not a plugin name"),
+                ));
+            }
+            let trimmed = prefix.trim_end_matches('/');
+            config.routes.push(RouteSpec {
+                prefix: if trimmed.is_empty() {
+                    "/".into()
+                } else {
+                    trimmed.into()
+                },
+                plugin: plugin.clone(),
+            });
+        }
+        for (name, table) in raw.plugins {
+            let text =
+                toml::to_string(&table).map_err(|e| at(None, format!("plugins.{name}: {e}")))?;
+            config.plugin_settings.insert(name, text);
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    workers: Option<Spanned<i64>>,
+    plugins_dir: Option<Spanned<String>>,
+    reload_debounce_ms: Option<Spanned<i64>>,
+    limits: Option<RawLimits>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    plugins: BTreeMap<String, toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: Spanned<String>,
+    plugin: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_connections: Option<Spanned<i64>>,
+    max_head_bytes: Option<Spanned<i64>>,
+    max_target_bytes: Option<Spanned<i64>>,
+    max_headers: Option<Spanned<i64>>,
+    max_body_bytes: Option<Spanned<i64>>,
+    header_timeout_ms: Option<Spanned<i64>>,
+    body_timeout_ms: Option<Spanned<i64>>,
+    keep_alive_timeout_ms: Option<Spanned<i64>>,
+    write_timeout_ms: Option<Spanned<i64>>,
+    drain_timeout_ms: Option<Spanned<i64>>,
+}
+
+impl RawLimits {
+    fn apply(self, mut l: Limits) -> Result<Limits, (std::ops::Range<usize>, String)> {
+        fn set<T>(
+            value: Option<Spanned<i64>>,
+            min: i64,
+            max: i64,
+            key: &str,
+            out: &mut T,
+            convert: impl Fn(u64) -> T,
+        ) -> Result<(), (std::ops::Range<usize>, String)> {
+            if let Some(v) = value {
+                let n =
+                    in_range(&v, min, max, &format!("limits.{key}")).map_err(|m| (v.span(), m))?;
+                *out = convert(n);
+            }
+            Ok(())
+        }
+        const BIG: i64 = 1 << 40;
+        let ms = Duration::from_millis;
+        set(
+            self.max_connections,
+            1,
+            10_000_000,
+            "max_connections",
+            &mut l.max_connections,
+            |n| n as usize,
+        )?;
+        set(
+            self.max_head_bytes,
+            256,
+            BIG,
+            "max_head_bytes",
+            &mut l.max_head_bytes,
+            |n| n as usize,
+        )?;
+        set(
+            self.max_target_bytes,
+            16,
+            BIG,
+            "max_target_bytes",
+            &mut l.max_target_bytes,
+            |n| n as usize,
+        )?;
+        set(
+            self.max_headers,
+            1,
+            Limits::MAX_HEADERS as i64,
+            "max_headers",
+            &mut l.max_headers,
+            |n| n as usize,
+        )?;
+        set(
+            self.max_body_bytes,
+            0,
+            BIG,
+            "max_body_bytes",
+            &mut l.max_body_bytes,
+            |n| n as usize,
+        )?;
+        set(
+            self.header_timeout_ms,
+            1,
+            BIG,
+            "header_timeout_ms",
+            &mut l.header_timeout,
+            ms,
+        )?;
+        set(
+            self.body_timeout_ms,
+            1,
+            BIG,
+            "body_timeout_ms",
+            &mut l.body_timeout,
+            ms,
+        )?;
+        set(
+            self.keep_alive_timeout_ms,
+            1,
+            BIG,
+            "keep_alive_timeout_ms",
+            &mut l.keep_alive_timeout,
+            ms,
+        )?;
+        set(
+            self.write_timeout_ms,
+            1,
+            BIG,
+            "write_timeout_ms",
+            &mut l.write_timeout,
+            ms,
+        )?;
+        set(
+            self.drain_timeout_ms,
+            0,
+            BIG,
+            "drain_timeout_ms",
+            &mut l.drain_timeout,
+            ms,
+        )?;
+        Ok(l)
+    }
+}
+
+fn in_range(value: &Spanned<i64>, min: i64, max: i64, key: &str) -> Result<u64, String> {
+    let v = *value.get_ref();
+    if v < min || v > max {
+        return Err(format!("{key}: {v} is out of range ({min} to {max})"));
+    }
+    Ok(v as u64)
+}
+
+/// The line (from 1) of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("config.toml"))
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(
+            Config::load(Path::new("/nonexistent/config.toml"), false).unwrap(),
+            Config::default()
+        );
+        assert!(Config::load(Path::new("/nonexistent/config.toml"), true).is_err());
+    }
+
+    #[test]
+    fn reads_every_section() {
+        let c = parse(
+            r#"
+listen = "127.0.0.1:0"
+workers = 3
+plugins_dir = "/srv/plugins"
+reload_debounce_ms = 50
+
+[limits]
+max_body_bytes = 10
+header_timeout_ms = 1500
+
+[[routes]]
+prefix = "/api/kv/"
+plugin = "kv"
+
+[[routes]]
+prefix = "/"
+plugin = "hello"
+
+[plugins.greeter]
+greeting = "Hi"
+count = 2
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:0");
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.plugins_dir, PathBuf::from("/srv/plugins"));
+        assert_eq!(c.reload_debounce, Duration::from_millis(50));
+        assert_eq!(c.limits.max_body_bytes, 10);
+        assert_eq!(c.limits.header_timeout, Duration::from_millis(1500));
+        assert_eq!(c.limits.max_connections, Limits::default().max_connections);
+        assert_eq!(
+            c.routes,
+            [
+                RouteSpec {
+                    prefix: "/api/kv".into(),
+                    plugin: "kv".into()
+                },
+                RouteSpec {
+                    prefix: "/".into(),
+                    plugin: "hello".into()
+                },
+            ]
+        );
+        let greeter: toml::Table = toml::from_str(&c.plugin_settings["greeter"]).unwrap();
+        assert_eq!(greeter["greeting"].as_str(), Some("Hi"));
+        assert_eq!(greeter["count"].as_integer(), Some(2));
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_key() {
+        let e = parse("workers = 2\nlisen = \"x\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("lisen"), "{e}");
+        assert!(e.to_string().starts_with("config.toml:2: "), "{e}");
+
+        let e = parse("\n\nworkers = 0\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("workers"), "{e}");
+
+        let e = parse("workers = \"two\"\n").unwrap_err();
+        assert_eq!(e.line, Some(1));
+
+        let e = parse("[limits]\nmax_body_bytes = -1\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("limits.max_body_bytes"), "{e}");
+
+        let e = parse("[limits]\nmax_bodies = 1\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("max_bodies"), "{e}");
+
+        let e = parse("[[routes]]\nprefix = \"api\"\nplugin = \"kv\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("routes.prefix"), "{e}");
+
+        let e = parse("listen = \"nowhere\"\n").unwrap_err();
+        assert_eq!(e.line, Some(1));
+        assert!(e.message.contains("listen"), "{e}");
+
+        let e = parse("workers = [\n").unwrap_err();
+        assert_eq!(e.line, Some(1));
+    }
+}

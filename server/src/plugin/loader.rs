@@ -1,0 +1,339 @@
+//! Loading one plugin file into a [`Generation`]: shadow copy, `dlopen`, checks, init.
+//!
+//! The file in the plugins folder is never mapped. It is read once, hashed, and written to a
+//! private shadow file with a name no other load ever used; that copy is what `dlopen` sees, and it
+//! is unlinked as soon as it is mapped. This sidesteps the two classic traps of Rust plugin hosts:
+//! glibc's `dlopen` returning the library it already loaded for a path it has seen (so a rebuilt
+//! plugin would silently not load), and `SIGBUS` when a mapped `.so` is overwritten in place.
+//!
+//! Only after the declaration is checked (magic, ABI version, name) and `on_init` succeeded does a
+//! generation exist; `registry.rs` decides whether it replaces the one serving.
+
+use std::ffi::c_void;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use libloading::Library;
+use plugin_api::abi::{
+    ABI_VERSION, BytesSink, DECLARATION_SYMBOL, Declaration, HostApi, MAGIC, RawBytes, RawResponse,
+    ResponseSink, Status,
+};
+use plugin_api::{Request, Response, ResponseBuilder};
+use sha2::{Digest, Sha256};
+
+use crate::plugin::LoadError;
+
+/// One loaded copy of a plugin: its library, its instance, and what it was loaded from.
+///
+/// Requests hold an `Arc<Generation>` while they run, so a generation is dropped (its instance
+/// destroyed and its library closed) only after its last request finished.
+pub struct Generation {
+    /// The plugin's declared name.
+    pub name: String,
+    /// The plugin's declared version.
+    pub version: String,
+    /// 1 for the first load of this name, then one more per successful reload.
+    pub number: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// The file in the plugins folder it was loaded from.
+    pub file: PathBuf,
+    /// How long the load took (copy, `dlopen`, checks, init).
+    pub load_time: Duration,
+    /// Requests answered, and of those, panics caught.
+    pub requests: AtomicU64,
+    /// Requests whose handler panicked or returned an invalid response.
+    pub failures: AtomicU64,
+    /// The instance made by `on_init`, owned by the plugin.
+    instance: *mut c_void,
+    /// Points into `library`'s image; valid until the library is closed.
+    decl: *const Declaration,
+    /// The callbacks handed to `on_init`; the plugin may use them until `on_drop` returns.
+    _host: Box<HostApi>,
+    /// What the plugin's log lines are tagged with; `_host` points to it.
+    log_tag: Box<LogTag>,
+    /// Closed last, after `on_drop`.
+    library: Option<Library>,
+}
+
+// SAFETY: the instance is the plugin's `P: Plugin`, which the export macro bounds `Send + Sync`; the
+// declaration is an immutable `static` in the image, which stays loaded while `self` exists; the host
+// callbacks are thread-safe. So sharing a generation between worker threads is sound.
+unsafe impl Send for Generation {}
+// SAFETY: as above.
+unsafe impl Sync for Generation {}
+
+/// What a plugin's log lines are tagged with.
+struct LogTag {
+    plugin: String,
+    generation: u64,
+}
+
+/// The bytes of a plugin file, read once: what gets hashed and what gets loaded.
+pub struct PluginFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its content.
+    pub bytes: Vec<u8>,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+}
+
+impl PluginFile {
+    /// Reads and hashes a file.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn read(path: &Path) -> Result<PluginFile, LoadError> {
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Read(e.to_string()))?;
+        let digest = Sha256::digest(&bytes);
+        let mut sha256 = String::with_capacity(64);
+        for b in digest.iter() {
+            let _ = write!(sha256, "{b:02x}");
+        }
+        Ok(PluginFile {
+            path: path.to_owned(),
+            bytes,
+            sha256,
+        })
+    }
+}
+
+/// Gives every shadow copy a name never used before in this process.
+static SHADOW_SERIAL: AtomicU64 = AtomicU64::new(0);
+
+impl Generation {
+    /// Loads `file` as generation `number` of plugin `name`, initialised with `settings` (TOML) and
+    /// handed `state` from the previous generation, if any.
+    ///
+    /// # Errors
+    /// Every reason a file is refused: not an ELF shared library, `dlopen` failure, no declaration,
+    /// wrong magic or ABI version, another name, init failure.
+    pub fn load(
+        file: &PluginFile,
+        name: &str,
+        number: u64,
+        settings: &str,
+        state: Option<&[u8]>,
+        shadow_dir: &Path,
+    ) -> Result<Generation, LoadError> {
+        let started = Instant::now();
+        if !file.bytes.starts_with(b"\x7fELF") {
+            return Err(LoadError::NotALibrary);
+        }
+        let serial = SHADOW_SERIAL.fetch_add(1, Ordering::Relaxed);
+        let shadow = shadow_dir.join(format!("{name}-{}-{serial}.so", &file.sha256[..16]));
+        std::fs::write(&shadow, &file.bytes)
+            .map_err(|e| LoadError::Shadow(format!("{}: {e}", shadow.display())))?;
+        // SAFETY: loading a library runs its initialisers; we trust the plugin (the operator put it
+        // in the plugins folder). The shadow path is fresh, so glibc maps this very file.
+        let opened = unsafe { Library::new(&shadow) };
+        // Mapped (or failed): the name is no longer needed, and nothing is left behind on a crash.
+        let _ = std::fs::remove_file(&shadow);
+        let library = opened.map_err(|e| LoadError::Dlopen(e.to_string()))?;
+
+        // SAFETY: the symbol is a `static Declaration` in plugins built with `export_plugin!`; for
+        // anything else we only read the first 12 bytes (magic and version), which every ABI version
+        // keeps at the same offsets, before trusting the rest.
+        let decl: *const Declaration = unsafe {
+            match library.get::<*const Declaration>(DECLARATION_SYMBOL.as_bytes()) {
+                Ok(symbol) => *symbol,
+                Err(_) => return Err(LoadError::NoDeclaration),
+            }
+        };
+        // SAFETY: as above: the symbol points at least to the magic and version fields.
+        let (magic, abi_version) = unsafe { ((*decl).magic, (*decl).abi_version) };
+        if magic != MAGIC {
+            return Err(LoadError::BadMagic(magic));
+        }
+        if abi_version != ABI_VERSION {
+            return Err(LoadError::AbiMismatch {
+                plugin: abi_version,
+                host: ABI_VERSION,
+            });
+        }
+        // SAFETY: magic and version match, so this is a declaration of our ABI, whose strings are
+        // `'static` UTF-8 in the image (the export macro writes them from `env!`).
+        let d = unsafe { &*decl };
+        // SAFETY: as above.
+        let (declared, version) = unsafe { (d.name.as_slice(), d.version.as_slice()) };
+        let declared = String::from_utf8_lossy(declared).into_owned();
+        let version = String::from_utf8_lossy(version).into_owned();
+        if declared != name {
+            return Err(LoadError::NameMismatch { declared });
+        }
+
+        let log_tag = Box::new(LogTag {
+            plugin: name.to_owned(),
+            generation: number,
+        });
+        let host = Box::new(HostApi {
+            ctx: (&*log_tag as *const LogTag).cast(),
+            callback_log,
+        });
+        let mut instance: *mut c_void = std::ptr::null_mut();
+        let mut error = Vec::new();
+        let sink = bytes_sink(&mut error);
+        // SAFETY: we trust the plugin; `host` and `log_tag` live in the generation until after
+        // `on_drop`, `settings` and `sink` outlive the call.
+        let status = unsafe {
+            (d.on_init)(
+                &*host,
+                RawBytes::new(settings.as_bytes()),
+                &mut instance,
+                &sink,
+            )
+        };
+        if status != Status::OK || instance.is_null() {
+            return Err(LoadError::Init(message(error, status)));
+        }
+        let mut generation = Generation {
+            name: declared,
+            version,
+            number,
+            sha256: file.sha256.clone(),
+            file: file.path.clone(),
+            load_time: Duration::ZERO,
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            instance,
+            decl,
+            _host: host,
+            log_tag,
+            library: Some(library),
+        };
+        if let (Some(state), Some(restore)) = (state, d.on_restore) {
+            let mut error = Vec::new();
+            let sink = bytes_sink(&mut error);
+            // SAFETY: we trust the plugin; the instance is live, `state` and `sink` outlive the call.
+            let status = unsafe { restore(instance, RawBytes::new(state), &sink) };
+            if status != Status::OK {
+                tracing::warn!(
+                    plugin = name,
+                    generation = number,
+                    "state from the previous generation refused ({}); starting fresh",
+                    message(error, status)
+                );
+            }
+        }
+        generation.load_time = started.elapsed();
+        Ok(generation)
+    }
+
+    /// Answers a request with the plugin's handler. A panic, or a response the host cannot send,
+    /// becomes a `500` and a log line.
+    pub fn handle(&self, request: &Request<'_>) -> Response {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut slot: Option<Result<Response, plugin_api::Error>> = None;
+        let sink = ResponseSink {
+            ctx: (&mut slot as *mut Option<Result<Response, plugin_api::Error>>).cast(),
+            callback_respond,
+        };
+        // SAFETY: we trust the plugin; the instance is live while `self` is, and `request` and
+        // `sink` outlive the call. `decl` points into the library `self` keeps loaded.
+        let status = unsafe { ((*self.decl).on_handle)(self.instance, request, &sink) };
+        match (status, slot) {
+            (Status::OK, Some(Ok(response))) => return response,
+            (Status::OK, Some(Err(e))) => tracing::error!(
+                plugin = %self.name,
+                generation = self.number,
+                target = request.target(),
+                "invalid response from the plugin: {e}"
+            ),
+            (Status::OK, None) => tracing::error!(
+                plugin = %self.name,
+                generation = self.number,
+                "the plugin returned no response"
+            ),
+            // The plugin's glue already logged the panic message through the host.
+            _ => {}
+        }
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        ResponseBuilder::new(500)
+            .content_type("text/plain; charset=utf-8")
+            .body("internal server error\n")
+            .build()
+            .expect("a constant response is valid")
+    }
+
+    /// The instance's state for its successor, if it keeps any.
+    pub fn save(&self) -> Option<Vec<u8>> {
+        // SAFETY: `decl` points into the library `self` keeps loaded.
+        let save = unsafe { (*self.decl).on_save }?;
+        let mut state = Vec::new();
+        let sink = bytes_sink(&mut state);
+        // SAFETY: we trust the plugin; the instance is live and `sink` outlives the call.
+        let status = unsafe { save(self.instance, &sink) };
+        (status == Status::OK && !state.is_empty()).then_some(state)
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        // SAFETY: no request holds this generation any more (we are in its drop), so `on_drop` runs
+        // after the last `on_handle`, once, on the instance `on_init` made.
+        unsafe { ((*self.decl).on_drop)(self.instance) };
+        // Close the library last. `dlclose` is best effort: glibc keeps the image mapped while
+        // thread-local destructors it registered are pending; nothing calls into it either way.
+        drop(self.library.take());
+        tracing::debug!(plugin = %self.log_tag.plugin, generation = self.number, "generation dropped");
+    }
+}
+
+/// A sink that appends to `out`.
+fn bytes_sink(out: &mut Vec<u8>) -> BytesSink {
+    BytesSink {
+        ctx: (out as *mut Vec<u8>).cast(),
+        callback_write,
+    }
+}
+
+fn message(error: Vec<u8>, status: Status) -> String {
+    let text = String::from_utf8_lossy(&error).into_owned();
+    match (status, text.is_empty()) {
+        (_, false) => text,
+        (Status::PANICKED, true) => "the plugin panicked".into(),
+        _ => format!("failed with status {}", status.0),
+    }
+}
+
+unsafe extern "C" fn callback_write(ctx: *mut c_void, bytes: RawBytes) {
+    // SAFETY: `ctx` is the `Vec<u8>` of `bytes_sink`, alive during the call that was given the
+    // sink; the plugin lends `bytes` for this call.
+    let (out, bytes) = unsafe { (&mut *ctx.cast::<Vec<u8>>(), bytes.as_slice()) };
+    out.extend_from_slice(bytes);
+}
+
+unsafe extern "C" fn callback_respond(ctx: *mut c_void, response: *const RawResponse) {
+    // SAFETY: `ctx` is the slot of `Generation::handle`, alive during `on_handle`; the plugin lends
+    // `response` and the bytes it points to for this call.
+    let (slot, raw) = unsafe {
+        (
+            &mut *ctx.cast::<Option<Result<Response, plugin_api::Error>>>(),
+            &*response,
+        )
+    };
+    // SAFETY: as above.
+    let (head, body) = unsafe { (raw.headers.as_slice(), raw.body.as_slice()) };
+    *slot = Some(Response::from_parts(raw.status, head, body));
+}
+
+unsafe extern "C" fn callback_log(ctx: *const c_void, level: u8, message: RawBytes) {
+    // Never unwind into the plugin.
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: `ctx` is the generation's `LogTag`, which outlives its instance (dropped after
+        // `on_drop`); the plugin lends `message` for this call.
+        let (tag, message) = unsafe { (&*ctx.cast::<LogTag>(), message.as_slice()) };
+        let message = String::from_utf8_lossy(message);
+        let (plugin, generation) = (tag.plugin.as_str(), tag.generation);
+        match level {
+            1 => tracing::error!(plugin, generation, "{message}"),
+            2 => tracing::warn!(plugin, generation, "{message}"),
+            3 => tracing::info!(plugin, generation, "{message}"),
+            4 => tracing::debug!(plugin, generation, "{message}"),
+            _ => tracing::trace!(plugin, generation, "{message}"),
+        }
+    });
+}

@@ -1,0 +1,59 @@
+//! Plugins: loading `.so` files into generations, mounting them at URL prefixes, and routing
+//! requests to them.
+//!
+//! - `loader.rs`: one file → one [`Generation`] (shadow copy, `dlopen`, checks, init).
+//! - `registry.rs`: the [`Registry`] of mounted plugins and their routes; it is the
+//!   [`Handler`](crate::Handler) the host serves with.
+//!
+//! The C ABI itself is in `plugin-api` (`plugin_api::abi`).
+
+mod loader;
+mod registry;
+
+pub use loader::{Generation, PluginFile};
+pub use registry::{Registry, RouteSpec, plugin_name};
+
+/// Why a plugin file was refused. The registry logs it with the plugin's name and file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read the file: {0}")]
+    Read(String),
+    /// The file is not an ELF shared library.
+    #[error("not a shared library (no ELF header)")]
+    NotALibrary,
+    /// The shadow copy could not be written.
+    #[error("cannot write the shadow copy {0}")]
+    Shadow(String),
+    /// `dlopen` refused the file.
+    #[error("dlopen failed: {0}")]
+    Dlopen(String),
+    /// The library does not export the declaration symbol.
+    #[error(
+        "no `mini_async_http_plugin` symbol: the library was not built with plugin_api::export_plugin!"
+    )]
+    NoDeclaration,
+    /// The declaration symbol does not start with the magic number.
+    #[error("bad magic {0:#018x}: `mini_async_http_plugin` is not a plugin declaration")]
+    BadMagic(u64),
+    /// The plugin was built against another ABI version.
+    #[error(
+        "plugin ABI version {plugin}, but this host speaks ABI version {host}: rebuild the plugin \
+         against this host's plugin-api"
+    )]
+    AbiMismatch {
+        /// The version the plugin declares.
+        plugin: u32,
+        /// The version this host speaks.
+        host: u32,
+    },
+    /// The declared name is not the one the file name gives.
+    #[error("the plugin declares the name {declared:?}, which its file name does not match")]
+    NameMismatch {
+        /// The name in the declaration.
+        declared: String,
+    },
+    /// `on_init` failed; the plugin's message.
+    #[error("init failed: {0}")]
+    Init(String),
+}

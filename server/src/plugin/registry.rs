@@ -1,0 +1,372 @@
+//! The [`Registry`]: which plugin generation serves which URL prefix.
+//!
+//! Reads are lock-free and happen on every request: the route table sits in an `ArcSwap`, and each
+//! mount's current generation in an `ArcSwapOption`. A request takes an `Arc` of the generation it
+//! is dispatched to, so a swap never pulls code out from under it. Writes (loading, reloading,
+//! unloading, new routes) are rare, serialised by a mutex, and happen off the event loop.
+//!
+//! Routing: every plugin `NAME` found in the folder is mounted at `/NAME`, and `[[routes]]` mount
+//! plugins at other prefixes. The longest prefix wins, matched on path-segment boundaries (`/hello`
+//! serves `/hello` and `/hello/x`, not `/helloworld`). No route: 404. A route whose plugin is not
+//! loaded: 503.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use plugin_api::{Request, Response, ResponseBuilder, abi::ABI_VERSION};
+
+use crate::Handler;
+use crate::plugin::{Generation, LoadError, PluginFile};
+
+/// A route from `config.toml`: `prefix` is served by the plugin `plugin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// `/` or a path without a trailing slash, such as `/api/kv`.
+    pub prefix: String,
+    /// The plugin's name.
+    pub plugin: String,
+}
+
+/// The mounted plugins and their routes. Implements [`Handler`]: hand it to the server.
+pub struct Registry {
+    /// The plugins folder.
+    dir: PathBuf,
+    /// Where shadow copies are written before `dlopen` (and unlinked right after).
+    shadow_dir: PathBuf,
+    /// Everything that changes on load, reload, unload or reconfiguration.
+    inner: Mutex<Inner>,
+    /// The routes, rebuilt after every change; read by every request.
+    table: ArcSwap<RouteTable>,
+}
+
+struct Inner {
+    /// Plugins by name: those with a file in the folder, and those only named by a route.
+    mounts: BTreeMap<String, Mounted>,
+    /// Each plugin's `[plugins.NAME]` table, as TOML text.
+    settings: BTreeMap<String, String>,
+    routes: Vec<RouteSpec>,
+}
+
+struct Mounted {
+    mount: Arc<Mount>,
+    /// The file in the folder, while there is one.
+    file: Option<PathBuf>,
+    /// The hash of the file last tried, loaded or not: an unchanged file is not tried again.
+    tried_sha256: Option<String>,
+    /// The number the next generation gets.
+    next_number: u64,
+}
+
+/// One plugin name, and the generation serving it (none while it failed to load).
+struct Mount {
+    current: ArcSwapOption<Generation>,
+}
+
+#[derive(Default)]
+struct RouteTable {
+    /// Longest prefix first.
+    routes: Vec<(String, Arc<Mount>, String)>,
+}
+
+impl Registry {
+    /// An empty registry for the plugins in `dir`, with per-plugin settings and extra routes.
+    ///
+    /// # Errors
+    /// The shadow directory cannot be created.
+    pub fn new(
+        dir: &Path,
+        settings: BTreeMap<String, String>,
+        routes: Vec<RouteSpec>,
+    ) -> std::io::Result<Registry> {
+        let shadow_dir = std::env::temp_dir().join(format!(
+            "mini-async-http-{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&shadow_dir)?;
+        let registry = Registry {
+            dir: dir.to_owned(),
+            shadow_dir,
+            inner: Mutex::new(Inner {
+                mounts: BTreeMap::new(),
+                settings,
+                routes,
+            }),
+            table: ArcSwap::from_pointee(RouteTable::default()),
+        };
+        registry.rebuild(&mut registry.lock());
+        Ok(registry)
+    }
+
+    /// The plugins folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Loads every `*.so` at the top of the folder that is new or changed, and unmounts plugins
+    /// whose file is gone. Returns the refusals, by file.
+    pub fn scan(&self) -> Vec<(PathBuf, LoadError)> {
+        let mut refused = Vec::new();
+        let mut present = Vec::new();
+        match std::fs::read_dir(&self.dir) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if plugin_name(&path).is_some() && path.is_file() {
+                        present.push(path);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), "cannot read the plugins folder: {e}")
+            }
+        }
+        present.sort();
+        for path in &present {
+            if let Err(e) = self.load(path) {
+                refused.push((path.clone(), e));
+            }
+        }
+        let mut inner = self.lock();
+        let gone: Vec<String> = inner
+            .mounts
+            .iter()
+            .filter(|(_, m)| m.file.as_ref().is_some_and(|f| !present.contains(f)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            self.unmount(&mut inner, &name);
+        }
+        refused
+    }
+
+    /// Loads (or reloads) one plugin file. An unchanged file is left alone. On failure the
+    /// generation that was serving keeps serving.
+    ///
+    /// # Errors
+    /// Why the file was refused (also logged).
+    pub fn load(&self, path: &Path) -> Result<(), LoadError> {
+        let Some(name) = plugin_name(path) else {
+            return Err(LoadError::Read(
+                "not a plugin file name (libNAME.so)".into(),
+            ));
+        };
+        let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+        let file = PluginFile::read(path).inspect_err(|e| {
+            tracing::warn!(plugin = name, "plugin {name}: cannot load {file_name}: {e}");
+        })?;
+        let mut inner = self.lock();
+        let settings = inner.settings.get(name).cloned().unwrap_or_default();
+        let entry = inner
+            .mounts
+            .entry(name.to_owned())
+            .or_insert_with(|| Mounted {
+                mount: Arc::new(Mount {
+                    current: ArcSwapOption::empty(),
+                }),
+                file: None,
+                tried_sha256: None,
+                next_number: 1,
+            });
+        let new_file = entry.file.as_deref() != Some(path);
+        entry.file = Some(path.to_owned());
+        if entry.tried_sha256.as_deref() == Some(&file.sha256) {
+            if new_file {
+                self.rebuild(&mut inner);
+            }
+            return Ok(());
+        }
+        entry.tried_sha256 = Some(file.sha256.clone());
+        let current = entry.mount.current.load_full();
+        let state = current.as_ref().and_then(|g| g.save());
+        let number = entry.next_number;
+        let loaded = Generation::load(
+            &file,
+            name,
+            number,
+            &settings,
+            state.as_deref(),
+            &self.shadow_dir,
+        );
+        let result = match loaded {
+            Ok(generation) => {
+                tracing::info!(
+                    plugin = name,
+                    generation = number,
+                    "plugin {name}: generation {number} loaded from {file_name} (sha {}…, version {}, ABI {ABI_VERSION}) in {:.1} ms",
+                    &generation.sha256[..8],
+                    generation.version,
+                    generation.load_time.as_secs_f64() * 1000.0,
+                );
+                entry.next_number += 1;
+                entry.mount.current.store(Some(Arc::new(generation)));
+                Ok(())
+            }
+            Err(e) => {
+                match &current {
+                    Some(g) => tracing::error!(
+                        plugin = name,
+                        "plugin {name}: reload from {file_name} failed: {e}; generation {} keeps serving",
+                        g.number
+                    ),
+                    None => {
+                        tracing::error!(plugin = name, "plugin {name}: refused {file_name}: {e}")
+                    }
+                }
+                Err(e)
+            }
+        };
+        self.rebuild(&mut inner);
+        result
+    }
+
+    /// Replaces the per-plugin settings and the routes; plugins whose settings changed are
+    /// reloaded with the new ones (the old generation keeps serving if that fails).
+    pub fn reconfigure(&self, settings: BTreeMap<String, String>, routes: Vec<RouteSpec>) {
+        let changed: Vec<PathBuf> = {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let old = std::mem::replace(&mut inner.settings, settings);
+            let mut changed = Vec::new();
+            for (name, m) in inner.mounts.iter_mut() {
+                if old.get(name) != inner.settings.get(name) {
+                    m.tried_sha256 = None;
+                    changed.extend(m.file.clone());
+                }
+            }
+            inner.routes = routes;
+            self.rebuild(inner);
+            changed
+        };
+        for path in changed {
+            let _ = self.load(&path);
+        }
+    }
+
+    /// The generation serving `name` now, if any.
+    pub fn current(&self, name: &str) -> Option<Arc<Generation>> {
+        self.lock().mounts.get(name)?.mount.current.load_full()
+    }
+
+    /// Unmounts `name`: its file is gone. Requests in flight finish on its generation.
+    fn unmount(&self, inner: &mut Inner, name: &str) {
+        if let Some(m) = inner.mounts.remove(name) {
+            if let Some(g) = m.mount.current.swap(None) {
+                tracing::info!(
+                    plugin = name,
+                    "plugin {name}: unmounted (generation {} dropped when idle)",
+                    g.number
+                );
+            }
+        }
+        self.rebuild(inner);
+    }
+
+    /// Rebuilds the route table from the mounts and the configured routes.
+    fn rebuild(&self, inner: &mut Inner) {
+        let mut routes = Vec::new();
+        for (name, m) in &inner.mounts {
+            if m.file.is_some() {
+                routes.push((format!("/{name}"), Arc::clone(&m.mount), name.clone()));
+            }
+        }
+        for spec in &inner.routes {
+            let mount = match inner.mounts.get(&spec.plugin) {
+                Some(m) => Arc::clone(&m.mount),
+                // Named by a route but not (yet) in the folder: 503 until it is.
+                None => Arc::new(Mount {
+                    current: ArcSwapOption::empty(),
+                }),
+            };
+            routes.retain(|(prefix, _, _)| *prefix != spec.prefix);
+            routes.push((spec.prefix.clone(), mount, spec.plugin.clone()));
+        }
+        routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        self.table.store(Arc::new(RouteTable { routes }));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Handler for Registry {
+    fn handle(&self, request: &Request<'_>) -> Response {
+        let table = self.table.load();
+        let path = request.path();
+        let Some((prefix, mount, name)) = table.routes.iter().find(|(p, _, _)| matches(p, path))
+        else {
+            return plain(404, "no plugin is mounted at this path\n");
+        };
+        let Some(generation) = mount.current.load_full() else {
+            tracing::debug!(plugin = %name, path, "plugin unavailable");
+            return plain(503, "the plugin for this path is not available\n");
+        };
+        generation.handle(&request.with_mount(if prefix == "/" { "" } else { prefix }))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.shadow_dir);
+    }
+}
+
+/// Distinguishes the shadow folders of registries in one process.
+static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The plugin name a file stands for: `libNAME.so` or `NAME.so` → `NAME`; `None` for other files.
+pub fn plugin_name(path: &Path) -> Option<&str> {
+    let file = path.file_name()?.to_str()?;
+    let stem = file.strip_suffix(".so")?;
+    let name = stem.strip_prefix("lib").unwrap_or(stem);
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    valid.then_some(name)
+}
+
+/// Whether route `prefix` serves `path`, on path-segment boundaries.
+fn matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+fn plain(status: u16, body: &'static str) -> Response {
+    ResponseBuilder::new(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body)
+        .build()
+        .expect("a constant response is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_file_names() {
+        assert_eq!(plugin_name(Path::new("/x/libhello.so")), Some("hello"));
+        assert_eq!(plugin_name(Path::new("kv_store.so")), Some("kv_store"));
+        assert_eq!(plugin_name(Path::new("libhello.so.1")), None);
+        assert_eq!(plugin_name(Path::new("hello.txt")), None);
+        assert_eq!(plugin_name(Path::new("lib.so")), None);
+        assert_eq!(plugin_name(Path::new("lib a.so")), None);
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(matches("/hello", "/hello"));
+        assert!(matches("/hello", "/hello/"));
+        assert!(matches("/hello", "/hello/x/y"));
+        assert!(!matches("/hello", "/helloworld"));
+        assert!(!matches("/hello", "/"));
+        assert!(matches("/", "/anything"));
+        assert!(matches("/api/kv", "/api/kv/key"));
+    }
+}

@@ -1,0 +1,268 @@
+//! Starting the real host binary against real plugins.
+//!
+//! `cargo test` does not write the `.so` of cdylib crates, so [`build`] runs `cargo build` once per
+//! test process for the binary and every plugin the tests load, into its own target directory
+//! (`target/it`) so that it never waits on the build lock of the `cargo test` that runs it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::Client;
+
+/// Every package the tests load, by cargo package name.
+const PACKAGES: &[&str] = &[
+    "mini-async-http",
+    "hello",
+    "counter",
+    "echo",
+    "kv",
+    "panicky",
+    "init-fails",
+    "wrong-abi",
+    "no-symbol",
+];
+
+/// The workspace's root folder.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_owned()
+}
+
+/// Builds the binary and the plugins once; returns the folder they are in.
+///
+/// # Panics
+/// If the build fails (its output is shown).
+pub fn build() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = workspace_root();
+        let target = root.join("target").join("it");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(&root)
+            .arg("build")
+            .arg("--quiet")
+            .arg("--target-dir")
+            .arg(&target);
+        for p in PACKAGES {
+            cmd.args(["-p", p]);
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build of the host and plugins failed"
+        );
+        target.join("debug")
+    })
+}
+
+/// The path of a built artifact: `artifact("libhello.so")`, `artifact("mini-async-http")`.
+pub fn artifact(name: &str) -> PathBuf {
+    build().join(name)
+}
+
+/// A running host binary in a temporary folder of its own.
+pub struct HostProcess {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The temporary folder: `config.toml` and `plugins/` are in it.
+    pub dir: PathBuf,
+    child: Child,
+    log: Arc<Log>,
+}
+
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+    closed: Mutex<bool>,
+}
+
+static SERIAL: AtomicU64 = AtomicU64::new(0);
+
+impl HostProcess {
+    /// Starts the host with `plugins` (file names such as `libhello.so`, copied from the build)
+    /// in its plugins folder, and `config` as its `config.toml`.
+    ///
+    /// # Panics
+    /// If the host does not report that it listens within a minute; shows its log.
+    pub fn start(plugins: &[&str], config: &str) -> HostProcess {
+        Self::start_with_args(plugins, config, &[])
+    }
+
+    /// Like [`start`](Self::start), with extra command-line arguments.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_with_args(plugins: &[&str], config: &str, args: &[&str]) -> HostProcess {
+        let dir = Self::prepare(plugins, config);
+        Self::spawn(&dir, args).ready()
+    }
+
+    /// Waits until the host logs that it listens, and takes the address from that line.
+    ///
+    /// # Panics
+    /// If that takes more than a minute, or the host exits; shows its log.
+    pub fn ready(mut self) -> HostProcess {
+        let line = self.wait_for_log("listening", Duration::from_secs(60));
+        self.addr = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        self
+    }
+
+    /// Makes the temporary folder with `plugins/` and `config.toml`.
+    pub fn prepare(plugins: &[&str], config: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "mah-it-{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("plugins")).expect("make the temp folder");
+        for p in plugins {
+            std::fs::copy(artifact(p), dir.join("plugins").join(p)).expect("copy a plugin");
+        }
+        std::fs::write(dir.join("config.toml"), config).expect("write config.toml");
+        dir
+    }
+
+    /// Runs the binary in `dir` with `--config dir/config.toml --plugins dir/plugins --listen
+    /// 127.0.0.1:0` and `args`, without waiting for it.
+    pub fn spawn(dir: &Path, args: &[&str]) -> HostProcess {
+        let mut child = Command::new(artifact("mini-async-http"))
+            .current_dir(dir)
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .arg("--plugins")
+            .arg(dir.join("plugins"))
+            .args(["--listen", "127.0.0.1:0", "--workers", "2"])
+            .args(args)
+            .env("RUST_LOG", "info,mini_async_http=debug")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the host binary");
+        let log = Arc::new(Log::default());
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lines.lock().unwrap().push(line);
+                sink.grew.notify_all();
+            }
+            *sink.closed.lock().unwrap() = true;
+            sink.grew.notify_all();
+        });
+        HostProcess {
+            addr: "0.0.0.0:0".parse().expect("an address"),
+            dir: dir.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    /// A new connection to the host.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// The plugins folder.
+    pub fn plugins(&self) -> PathBuf {
+        self.dir.join("plugins")
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lines.lock().unwrap().clone()
+    }
+
+    /// Waits for a log line containing `needle` (counting lines already seen) and returns it.
+    ///
+    /// # Panics
+    /// If none comes before `timeout`, or the process ends; shows the whole log.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_nth_log(needle, 1, timeout)
+    }
+
+    /// Waits until `n` log lines contain `needle`, and returns the `n`th.
+    ///
+    /// # Panics
+    /// As [`wait_for_log`](Self::wait_for_log).
+    pub fn wait_for_nth_log(&self, needle: &str, n: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.log.lines.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().filter(|l| l.contains(needle)).nth(n - 1) {
+                return line.clone();
+            }
+            let now = Instant::now();
+            let closed = *self.log.closed.lock().unwrap();
+            assert!(
+                now < deadline && !closed,
+                "no log line #{n} with {needle:?} ({}); log:\n{}",
+                if closed {
+                    "the host exited"
+                } else {
+                    "timed out"
+                },
+                lines.join("\n")
+            );
+            let wait = (deadline - now).min(Duration::from_millis(200));
+            lines = self.log.grew.wait_timeout(lines, wait).unwrap().0;
+        }
+    }
+
+    /// Sends `signal` (e.g. `"TERM"`, `"HUP"`) to the host.
+    ///
+    /// # Panics
+    /// If `kill` cannot be run.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the host to exit, at most `timeout`; returns its exit code.
+    ///
+    /// # Panics
+    /// If it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the host did not exit; log:\n{}",
+                self.log().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

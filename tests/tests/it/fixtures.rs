@@ -1,0 +1,77 @@
+//! Plugins that misbehave on purpose: each gets one clear log line naming the file and the reason,
+//! and every other plugin keeps serving.
+
+use std::time::Duration;
+
+use integration_tests::HostProcess;
+
+const ALL_BAD: &[&str] = &[
+    "libhello.so",
+    "libpanicky.so",
+    "libinit_fails.so",
+    "libwrong_abi.so",
+    "libno_symbol.so",
+];
+
+fn start_with_bad_plugins() -> HostProcess {
+    let dir = HostProcess::prepare(ALL_BAD, "");
+    std::fs::write(
+        dir.join("plugins").join("libnot_a_library.so"),
+        "#!/bin/sh\necho hi\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("plugins").join("libsubfolder.so")).unwrap();
+    std::fs::write(dir.join("plugins").join("README.txt"), "not a plugin").unwrap();
+    HostProcess::spawn(&dir, &[]).ready()
+}
+
+#[test]
+fn each_bad_plugin_is_refused_with_a_clear_line_and_the_rest_serve() {
+    let host = start_with_bad_plugins();
+    let wait = |needle: &str| host.wait_for_log(needle, Duration::from_secs(5));
+    let line = wait("plugin init_fails: refused libinit_fails.so");
+    assert!(
+        line.contains("init failed: refusing to start on purpose"),
+        "{line}"
+    );
+    let line = wait("plugin wrong_abi: refused libwrong_abi.so");
+    assert!(
+        line.contains("plugin ABI version 2") && line.contains("host speaks ABI version 1"),
+        "{line}"
+    );
+    let line = wait("plugin no_symbol: refused libno_symbol.so");
+    assert!(
+        line.contains("no `mini_async_http_plugin` symbol"),
+        "{line}"
+    );
+    let line = wait("plugin not_a_library: refused libnot_a_library.so");
+    assert!(line.contains("not a shared library"), "{line}");
+    // Folders and other files are not plugins: not even mentioned.
+    assert!(
+        !host
+            .log()
+            .iter()
+            .any(|l| l.contains("subfolder") || l.contains("README"))
+    );
+
+    let mut c = host.connect();
+    assert_eq!(c.get("/hello").text(), "Hello");
+    // A mounted plugin that failed to load is unavailable, not absent.
+    assert_eq!(c.get("/init_fails").status, 503);
+    assert_eq!(c.get("/wrong_abi/x").status, 503);
+    assert_eq!(c.get("/not_a_library").status, 503);
+}
+
+#[test]
+fn a_panicking_plugin_answers_500_and_serving_goes_on() {
+    let host = HostProcess::start(&["libhello.so", "libpanicky.so"], "");
+    let mut c = host.connect();
+    for _ in 0..20 {
+        let r = c.get("/panicky/boom");
+        assert_eq!(r.status, 500, "{r:?}");
+        assert_eq!(c.get("/panicky").text(), "calm");
+        assert_eq!(c.get("/hello").text(), "Hello");
+    }
+    let line = host.wait_for_log("handler panicked: boom on purpose", Duration::from_secs(5));
+    assert!(line.contains("panicky"), "{line}");
+}

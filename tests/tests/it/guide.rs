@@ -1,0 +1,76 @@
+//! README's "Write a plugin", followed step by step: `cargo new --lib`, the `Cargo.toml` lines and
+//! the `src/lib.rs` from the README, `cargo build --release`, drop the library in, `curl`.
+
+use std::process::Command;
+
+use integration_tests::{HostProcess, workspace_root};
+
+/// The first fenced block of `lang` after the heading `section` in README.md.
+fn readme_block(section: &str, lang: &str) -> String {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let start = readme
+        .find(section)
+        .unwrap_or_else(|| panic!("README has no {section:?}"));
+    let fence = format!("```{lang}\n");
+    let from = readme[start..].find(&fence).expect("a code block") + start + fence.len();
+    let len = readme[from..].find("```").expect("a closed block");
+    readme[from..from + len].to_owned()
+}
+
+#[test]
+fn the_readme_plugin_guide_works() {
+    let work = std::env::temp_dir().join(format!("mah-guide-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+
+    // Step 1: cargo new --lib greeter
+    let status = Command::new(&cargo)
+        .current_dir(&work)
+        .args(["new", "--lib", "--vcs", "none", "--quiet", "greeter"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let krate = work.join("greeter");
+
+    // Step 2: Cargo.toml, with plugin-api where this checkout has it.
+    let manifest_path = krate.join("Cargo.toml");
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    let block = readme_block("## Write a plugin", "toml");
+    let plugin_api = workspace_root().join("plugin-api");
+    let block = block.replace(
+        "path/to/mini-async-http/plugin-api",
+        plugin_api.to_str().unwrap(),
+    );
+    let manifest = manifest.replace("[dependencies]\n", "") + "\n" + &block;
+    std::fs::write(&manifest_path, manifest).unwrap();
+
+    // Step 3: src/lib.rs
+    std::fs::write(
+        krate.join("src/lib.rs"),
+        readme_block("## Write a plugin", "rust"),
+    )
+    .unwrap();
+
+    // Step 4: cargo build --release (sharing the harness's target folder to save time)
+    let target = workspace_root().join("target").join("it");
+    let status = Command::new(&cargo)
+        .current_dir(&krate)
+        .args(["build", "--release", "--quiet", "--target-dir"])
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the README's plugin does not build");
+
+    // Step 5: drop it into the plugins folder and ask for it.
+    let dir = HostProcess::prepare(&[], "");
+    std::fs::copy(
+        target.join("release/libgreeter.so"),
+        dir.join("plugins/libgreeter.so"),
+    )
+    .unwrap();
+    let host = HostProcess::spawn(&dir, &[]).ready();
+    let r = host.connect().get("/greeter?ann");
+    assert_eq!((r.status, r.text()), (200, "Hello, ann!"));
+    std::fs::remove_dir_all(&work).unwrap();
+}

@@ -1,0 +1,9 @@
+//! The host binary against real plugins, over real sockets. One module per feature; the harness is
+//! this crate's library (`tests/src`).
+
+mod config;
+mod fixtures;
+mod guide;
+mod plugins;
+mod routing;
+mod signals;

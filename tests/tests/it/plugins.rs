@@ -1,0 +1,92 @@
+//! Each example plugin, served by the host.
+
+use integration_tests::HostProcess;
+
+#[test]
+fn hello_says_hello() {
+    let host = HostProcess::start(&["libhello.so"], "");
+    let r = host.connect().get("/hello");
+    assert_eq!((r.status, r.text()), (200, "Hello"), "{r:?}");
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    let line = host.wait_for_log(
+        "plugin hello: generation 1 loaded from libhello.so",
+        std::time::Duration::from_secs(5),
+    );
+    assert!(
+        line.contains("ABI 1") && line.contains("version 0.1.0") && line.contains(" ms"),
+        "{line}"
+    );
+}
+
+#[test]
+fn counter_is_shared_by_every_worker_and_connection() {
+    let host = HostProcess::start(&["libcounter.so"], "[plugins.counter]\nstart = 10\n");
+    let mut seen = Vec::new();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = host.addr;
+            std::thread::spawn(move || {
+                let mut c = integration_tests::Client::connect(addr);
+                (0..25)
+                    .map(|_| c.get("/counter").text().parse::<u64>().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        seen.extend(t.join().unwrap());
+    }
+    seen.sort();
+    assert_eq!(seen, (10..110).collect::<Vec<u64>>());
+}
+
+#[test]
+fn echo_answers_with_the_request() {
+    let host = HostProcess::start(&["libecho.so"], "");
+    let mut c = host.connect();
+    let r = c
+        .send("POST /echo/a/b?x=1 HTTP/1.1\r\nHost: h\r\nX-Two: 1\r\nx-two: 2\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        .reply();
+    assert_eq!(
+        r.text(),
+        "POST /echo/a/b?x=1 HTTP/1.1\nmount: /echo\npeer: 127.0.0.1\nHost: h\nX-Two: 1\nx-two: 2\nTransfer-Encoding: chunked\n\nabc"
+    );
+}
+
+#[test]
+fn kv_is_a_json_store() {
+    let host = HostProcess::start(&["libkv.so"], "");
+    let mut c = host.connect();
+    assert_eq!(c.get("/kv/a").status, 404);
+    let put = |c: &mut integration_tests::Client, key: &str, body: &str| {
+        c.send(format!(
+            "PUT /kv/{key} HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+        .reply()
+    };
+    let r = put(&mut c, "a", r#"{"n": 1}"#);
+    assert_eq!(
+        (r.status, r.text()),
+        (201, r#"{"key":"a","value":{"n":1}}"#)
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(put(&mut c, "a", "[2]").status, 200);
+    assert_eq!(put(&mut c, "b", "not json").status, 400);
+    assert_eq!(c.get("/kv/a").text(), r#"{"key":"a","value":[2]}"#);
+    assert_eq!(c.get("/kv").text(), r#"{"keys":["a"]}"#);
+    let r = c
+        .send("POST /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+        .reply();
+    assert_eq!(
+        (r.status, r.header("allow")),
+        (405, Some("GET, HEAD, PUT, DELETE"))
+    );
+    assert_eq!(
+        c.send("DELETE /kv/a HTTP/1.1\r\nHost: h\r\n\r\n")
+            .reply()
+            .status,
+        204
+    );
+    assert_eq!(c.get("/kv/a").status, 404);
+}
