@@ -65,6 +65,32 @@ impl Default for Config {
     }
 }
 
+/// Command-line values that override the file, kept to be re-applied when the file is reloaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--plugins`
+    pub plugins_dir: Option<PathBuf>,
+    /// `--workers`
+    pub workers: Option<usize>,
+}
+
+impl Overrides {
+    /// Puts the overrides into `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(listen) = &self.listen {
+            config.listen.clone_from(listen);
+        }
+        if let Some(dir) = &self.plugins_dir {
+            config.plugins_dir.clone_from(dir);
+        }
+        if let Some(workers) = self.workers {
+            config.workers = workers;
+        }
+    }
+}
+
 /// A configuration file that cannot be used: where and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

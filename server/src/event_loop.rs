@@ -137,7 +137,7 @@ impl EventLoop {
         let Some(listener) = self.listener.as_ref() else {
             return;
         };
-        let limits = &self.shared.limits;
+        let limits = self.shared.limits.load();
         loop {
             if self.open >= limits.max_connections {
                 // Edge-triggered: the backlog is re-read when a connection closes.
@@ -221,7 +221,8 @@ impl EventLoop {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         let clock = self.shared.clock;
-        self.drain_deadline = Some(clock.after(clock.now(), self.shared.limits.drain_timeout));
+        self.drain_deadline =
+            Some(clock.after(clock.now(), self.shared.limits.load().drain_timeout));
         for slot in self.conns.iter().flatten() {
             if slot.notify() {
                 self.batch.push(Arc::clone(slot));
@@ -256,7 +257,7 @@ impl EventLoop {
                 self.open -= 1;
             }
         }
-        if self.at_capacity && self.open < self.shared.limits.max_connections {
+        if self.at_capacity && self.open < self.shared.limits.load().max_connections {
             self.at_capacity = false;
             self.accept();
         }

@@ -1,31 +1,67 @@
-//! The host: `config.toml` → a [`Registry`] of plugins → an [`AIOServer`] that serves it.
+//! The host: `config.toml` → a [`Registry`] of plugins → an [`AIOServer`] that serves it, and hot
+//! reload of both the plugins and the configuration.
 //!
-//! Reloads follow the seed's control path: whoever wants one (a signal, the folder watcher) sends
-//! `Reload` through the server's control channel; the event loop, which must not load libraries,
-//! forwards it to the host's loader thread, which rescans the plugins folder. A new generation is
-//! swapped in only once it has loaded and initialised.
+//! Reloads follow the seed's control path. A change (from the folder watcher, or `SIGHUP`) is put
+//! in a job queue, and `Reload` goes through the server's control channel to wake the event loop;
+//! the loop, which must not load libraries, forwards it to the host's loader thread, which runs
+//! the queued jobs. A new generation replaces the old one only once it has loaded and initialised;
+//! a configuration replaces the old one only once it parsed.
 
+use std::collections::VecDeque;
 use std::io;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
-use crate::config::Config;
-use crate::plugin::Registry;
+use crate::config::{Config, Overrides};
+use crate::plugin::{Change, Registry, WatchSpec, watch};
 use crate::{AIOServer, ServerHandle};
 
 /// A configured server and its plugins.
 pub struct Host {
     server: AIOServer,
+    reloader: Arc<Reloader>,
+}
+
+/// Controls a running host from any thread: reload, shut down.
+#[derive(Clone)]
+pub struct HostHandle {
+    server: ServerHandle,
+    reloader: Arc<Reloader>,
+}
+
+/// What the loader thread works from.
+struct Reloader {
     registry: Arc<Registry>,
+    /// The configuration file to re-read, if the host has one.
+    config_path: Option<PathBuf>,
+    /// Flags that override the file, re-applied on every reload.
+    overrides: Overrides,
+    /// The configuration in force.
+    config: Mutex<Config>,
+    /// Changes waiting for the loader thread.
+    jobs: Mutex<VecDeque<Job>>,
+    server: ServerHandle,
+}
+
+enum Job {
+    Change(Change),
+    /// `SIGHUP`: re-read the configuration and rescan the plugins folder.
+    Everything,
 }
 
 impl Host {
     /// Loads every plugin in the configured folder and prepares the server (not yet listening).
+    /// `config_path` is the file to watch and re-read; `overrides` are re-applied to it.
     ///
     /// # Errors
     /// The shadow directory or the loader thread cannot be created.
-    pub fn new(config: &Config) -> io::Result<Host> {
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        overrides: Overrides,
+    ) -> io::Result<Host> {
         let registry = Arc::new(Registry::new(
             &config.plugins_dir,
             config.plugin_settings.clone(),
@@ -38,40 +74,173 @@ impl Host {
             );
         }
         registry.scan();
-        let (reloads, requests) = mpsc::channel::<u64>();
-        let loader = Arc::clone(&registry);
-        thread::Builder::new()
-            .name("loader".into())
-            .spawn(move || {
-                for _tag in requests {
-                    loader.scan();
-                }
-            })?;
+        let (wake, woken) = mpsc::channel::<u64>();
         let handler = Arc::clone(&registry);
         let server = AIOServer::with_handler(config.workers, &config.listen, handler)
             .with_limits(config.limits.clone())
             .on_reload(move |tag| {
                 // Never blocks: the loader thread drains the channel.
-                let _ = reloads.send(tag);
+                let _ = wake.send(tag);
             });
-        Ok(Host { server, registry })
+        let reloader = Arc::new(Reloader {
+            registry,
+            config_path,
+            overrides,
+            config: Mutex::new(config),
+            jobs: Mutex::new(VecDeque::new()),
+            server: server.handle(),
+        });
+        let loader = Arc::clone(&reloader);
+        thread::Builder::new()
+            .name("loader".into())
+            .spawn(move || {
+                for _tag in woken {
+                    loader.run_jobs();
+                }
+            })?;
+        Ok(Host { server, reloader })
     }
 
-    /// A handle to wait for readiness, reload and shut down.
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+    /// A handle to reload and shut down from another thread.
+    pub fn handle(&self) -> HostHandle {
+        HostHandle {
+            server: self.server.handle(),
+            reloader: Arc::clone(&self.reloader),
+        }
     }
 
     /// The plugins.
     pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+        &self.reloader.registry
     }
 
-    /// Serves until shutdown.
+    /// Serves until shutdown, watching the plugins folder and the configuration file once the
+    /// server listens.
     ///
     /// # Errors
     /// As [`AIOServer::start`].
     pub fn run(&self) -> io::Result<()> {
-        self.server.start()
+        let reloader = &self.reloader;
+        let spec = WatchSpec {
+            plugins_dir: reloader.registry.dir().to_owned(),
+            config: reloader.config_path.clone(),
+            quiet: reloader.lock_config().reload_debounce,
+            known: reloader.registry.known_files(),
+        };
+        // Watch before listening, so that no change made once the server answers is missed.
+        let jobs = Arc::clone(reloader);
+        let watcher = match watch(spec, move |change| jobs.submit(Job::Change(change))) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("cannot watch for changes, hot reload is off: {e}");
+                None
+            }
+        };
+        // Changes seen before the server ran are queued: run them once it does.
+        let flush = Arc::clone(reloader);
+        thread::Builder::new()
+            .name("reload-flush".into())
+            .spawn(move || {
+                if flush.server.ready().is_ok() {
+                    let _ = flush.server.reload(0);
+                }
+            })?;
+        let result = self.server.start();
+        drop(watcher);
+        result
+    }
+}
+
+impl HostHandle {
+    /// Blocks until the server listens; returns its address.
+    ///
+    /// # Errors
+    /// As [`ServerHandle::ready`].
+    pub fn ready(&self) -> io::Result<std::net::SocketAddr> {
+        self.server.ready()
+    }
+
+    /// Re-reads the configuration and rescans the plugins folder (what `SIGHUP` does).
+    pub fn reload_everything(&self) {
+        self.reloader.submit(Job::Everything);
+    }
+
+    /// Starts a graceful shutdown.
+    pub fn begin_shutdown(&self) {
+        self.server.begin_shutdown();
+    }
+}
+
+impl Reloader {
+    /// Queues a job and wakes the event loop, which hands it to the loader thread.
+    fn submit(&self, job: Job) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(job);
+        if let Err(e) = self.server.reload(0) {
+            tracing::debug!("reload not sent: {e}");
+        }
+    }
+
+    fn lock_config(&self) -> std::sync::MutexGuard<'_, Config> {
+        self.config.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run_jobs(&self) {
+        loop {
+            let job = self
+                .jobs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            match job {
+                None => return,
+                Some(Job::Change(Change::Plugin(file))) => {
+                    let _ = self.registry.load_file(file);
+                }
+                Some(Job::Change(Change::PluginRemoved(path))) => self.registry.remove(&path),
+                Some(Job::Change(Change::Config)) => self.reload_config(),
+                Some(Job::Everything) => {
+                    self.reload_config();
+                    self.registry.scan();
+                }
+            }
+        }
+    }
+
+    /// Applies a new configuration, or keeps the old one if the new one is refused.
+    fn reload_config(&self) {
+        let Some(path) = &self.config_path else {
+            return;
+        };
+        let mut new = match Config::load(path, true) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!(
+                    "config reload failed: {e}; the previous configuration keeps serving"
+                );
+                return;
+            }
+        };
+        self.overrides.apply(&mut new);
+        let mut config = self.lock_config();
+        if (&new.listen, new.workers, &new.plugins_dir)
+            != (&config.listen, config.workers, &config.plugins_dir)
+        {
+            tracing::warn!("listen, workers and plugins_dir take effect at the next restart");
+            new.listen.clone_from(&config.listen);
+            new.workers = config.workers;
+            new.plugins_dir.clone_from(&config.plugins_dir);
+        }
+        if new.limits != config.limits {
+            if let Err(e) = self.server.set_limits(new.limits.clone()) {
+                tracing::warn!("limits not applied: {e}");
+            }
+        }
+        self.registry
+            .reconfigure(new.plugin_settings.clone(), new.routes.clone());
+        tracing::info!(file = %path.display(), "configuration reloaded");
+        *config = new;
     }
 }

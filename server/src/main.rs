@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use mini_async_http::config::Config;
+use mini_async_http::config::{Config, Overrides};
 use mini_async_http::host::Host;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -34,7 +34,7 @@ Examples:
   mini-async-http --listen 0.0.0.0:8080 --workers 4
   RUST_LOG=debug mini-async-http --config /etc/mini-async-http.toml
 
-Signals: SIGTERM or SIGINT drain and exit; SIGHUP rescans the plugins folder.";
+Plugins and config.toml are reloaded when they change. Signals: SIGTERM or SIGINT drain and\nexit; SIGHUP reloads the configuration and rescans the plugins folder.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -59,16 +59,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => (PathBuf::from("config.toml"), false),
     };
     let mut config = Config::load(&path, required)?;
-    if let Some(listen) = cli.listen {
-        config.listen = listen;
-    }
-    if let Some(dir) = cli.plugins {
-        config.plugins_dir = dir;
-    }
-    if let Some(workers) = cli.workers {
-        config.workers = workers.into();
-    }
-    let host = Host::new(&config).context("cannot start the host")?;
+    let overrides = Overrides {
+        listen: cli.listen,
+        plugins_dir: cli.plugins,
+        workers: cli.workers.map(usize::from),
+    };
+    overrides.apply(&mut config);
+    let watched = (required || path.exists()).then_some(path);
+    let host = Host::new(config, watched, overrides).context("cannot start the host")?;
     let handle = host.handle();
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
@@ -77,10 +75,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    tracing::info!("SIGHUP: rescanning the plugins folder");
-                    if let Err(e) = handle.reload(0) {
-                        tracing::warn!("cannot reload: {e}");
-                    }
+                    tracing::info!("SIGHUP: reloading the configuration and the plugins");
+                    handle.reload_everything();
                 } else {
                     tracing::info!(signal, "shutting down");
                     handle.begin_shutdown();

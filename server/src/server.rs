@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
+use arc_swap::ArcSwap;
 use plugin_api::{Request, Response};
 
 use crate::Limits;
@@ -135,7 +136,7 @@ impl AIOServer {
         let (sender, receiver) = control::channel()?;
         let shared = Arc::new(Shared {
             handler: Arc::clone(&self.handler),
-            limits: self.limits.clone(),
+            limits: ArcSwap::from_pointee(self.limits.clone()),
             clock: Clock::new(),
             queue: Queue::default(),
             control: sender,
@@ -245,6 +246,20 @@ impl ServerHandle {
         }
     }
 
+    /// Replaces the limits of a running server. Connections pick them up on their next turn.
+    ///
+    /// # Errors
+    /// The server is not running.
+    pub fn set_limits(&self, limits: Limits) -> io::Result<()> {
+        match &*self.life.lock() {
+            Phase::Running { shared, .. } => {
+                shared.limits.store(Arc::new(limits));
+                Ok(())
+            }
+            _ => Err(io::Error::other("the server is not running")),
+        }
+    }
+
     /// Asks the event loop to run its reload hook with `tag` (see [`AIOServer::on_reload`]).
     ///
     /// # Errors
@@ -260,7 +275,8 @@ impl ServerHandle {
 /// What the event loop and the workers share.
 pub(crate) struct Shared {
     pub handler: Arc<dyn Handler>,
-    pub limits: Limits,
+    /// Swapped whole when the configuration is reloaded; read once per connection turn.
+    pub limits: ArcSwap<Limits>,
     pub clock: Clock,
     pub queue: Queue,
     /// Workers report closed connections here; handles send shutdown and reload.

@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 
 use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder};
 
+use crate::Limits;
 use crate::conn::{Conn, InBuf};
 use crate::control::ControlMsg;
 use crate::http::body::Chunked;
@@ -108,7 +109,7 @@ impl Worker {
     /// One turn on one connection.
     fn drive(&mut self, shared: &Shared, conn: &mut Conn) -> Next {
         let now = shared.clock.now();
-        let limits = &shared.limits;
+        let limits = shared.limits.load();
         let Some(stream) = conn.stream.as_mut() else {
             return Next::Close;
         };
@@ -136,18 +137,24 @@ impl Worker {
         if buf.data.is_empty() {
             buf = InBuf::with_capacity(READ_BUF);
         }
-        let next = self.serve(shared, conn, &mut buf, now);
+        let next = self.serve(shared, &limits, conn, &mut buf, now);
         self.stash(conn, buf);
         next
     }
 
     /// Reads, answers and writes until the socket is drained or the connection must close.
-    fn serve(&mut self, shared: &Shared, conn: &mut Conn, buf: &mut InBuf, now: u64) -> Next {
-        let limits = &shared.limits;
+    fn serve(
+        &mut self,
+        shared: &Shared,
+        limits: &Limits,
+        conn: &mut Conn,
+        buf: &mut InBuf,
+        now: u64,
+    ) -> Next {
         let cap = limits.max_head_bytes + limits.max_body_bytes + READ_BUF;
         let (mut eof, mut drained) = (false, false);
         loop {
-            let step = self.process(shared, conn, buf, now);
+            let step = self.process(shared, limits, conn, buf, now);
             if !self.out.is_empty() {
                 let stream = conn.stream.as_mut().expect("checked by drive");
                 let written = write_some(stream, &self.out);
@@ -213,8 +220,14 @@ impl Worker {
     }
 
     /// Answers every complete request in `buf`, appending the responses to `self.out`.
-    fn process(&mut self, shared: &Shared, conn: &mut Conn, buf: &mut InBuf, now: u64) -> Step {
-        let limits = &shared.limits;
+    fn process(
+        &mut self,
+        shared: &Shared,
+        limits: &Limits,
+        conn: &mut Conn,
+        buf: &mut InBuf,
+        now: u64,
+    ) -> Step {
         loop {
             self.want = 0;
             if buf.is_empty() {

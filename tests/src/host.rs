@@ -63,6 +63,34 @@ pub fn build() -> &'static Path {
     })
 }
 
+/// Builds the `flip` fixture as variant `a` and as variant `b`, once; returns the two library files
+/// (named `libflip-a.so.bin` and `libflip-b.so.bin`, so that nothing mistakes them for plugins).
+///
+/// # Panics
+/// If a build fails.
+pub fn flip_variants() -> &'static (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = build();
+        let target = out.parent().expect("target/it/debug has a parent");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let variant = |v: &str| {
+            let status = Command::new(&cargo)
+                .current_dir(workspace_root())
+                .args(["build", "--quiet", "-p", "flip", "--target-dir"])
+                .arg(target)
+                .env("FLIP_VARIANT", v)
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "cargo build of flip ({v}) failed");
+            let copy = out.join(format!("libflip-{v}.so.bin"));
+            std::fs::copy(out.join("libflip.so"), &copy).expect("copy the variant");
+            copy
+        };
+        (variant("a"), variant("b"))
+    })
+}
+
 /// The path of a built artifact: `artifact("libhello.so")`, `artifact("mini-async-http")`.
 pub fn artifact(name: &str) -> PathBuf {
     build().join(name)

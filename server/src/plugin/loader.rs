@@ -120,9 +120,7 @@ impl Generation {
         shadow_dir: &Path,
     ) -> Result<Generation, LoadError> {
         let started = Instant::now();
-        if !file.bytes.starts_with(b"\x7fELF") {
-            return Err(LoadError::NotALibrary);
-        }
+        check_elf(&file.bytes)?;
         let serial = SHADOW_SERIAL.fetch_add(1, Ordering::Relaxed);
         let shadow = shadow_dir.join(format!("{name}-{}-{serial}.so", &file.sha256[..16]));
         std::fs::write(&shadow, &file.bytes)
@@ -282,6 +280,69 @@ impl Drop for Generation {
     }
 }
 
+/// Refuses what is not a complete ELF shared library, before `dlopen` sees it.
+///
+/// A file still being written can look like a library (its header is written first) while its
+/// segments are not all there; mapping it would succeed and the first touch of a missing page would
+/// kill the host with `SIGBUS`. So every loadable segment and the section table must lie inside the
+/// bytes we have.
+fn check_elf(bytes: &[u8]) -> Result<(), LoadError> {
+    const ET_DYN: u16 = 3;
+    const PT_LOAD: u32 = 1;
+    let u16_at = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
+    };
+    let u64_at = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    };
+    if !bytes.starts_with(b"\x7fELF") {
+        return Err(LoadError::NotALibrary);
+    }
+    // 64-bit, little-endian, a shared object: what this host can load at all.
+    if bytes.get(4..6) != Some(&[2, 1]) || u16_at(16) != Some(ET_DYN) {
+        return Err(LoadError::NotALibrary);
+    }
+    let truncated = || LoadError::Truncated(bytes.len());
+    let len = bytes.len() as u64;
+    let (Some(phoff), Some(shoff), Some(phentsize), Some(phnum), Some(shentsize), Some(shnum)) = (
+        u64_at(0x20),
+        u64_at(0x28),
+        u16_at(0x36),
+        u16_at(0x38),
+        u16_at(0x3a),
+        u16_at(0x3c),
+    ) else {
+        return Err(truncated());
+    };
+    let table_end = |off: u64, size: u16, n: u16| off.checked_add(u64::from(size) * u64::from(n));
+    if table_end(phoff, phentsize, phnum).is_none_or(|end| end > len)
+        || table_end(shoff, shentsize, shnum).is_none_or(|end| end > len)
+    {
+        return Err(truncated());
+    }
+    for i in 0..u64::from(phnum) {
+        let ph = (phoff + i * u64::from(phentsize)) as usize;
+        let (Some(kind), Some(offset), Some(size)) =
+            (u32_at(ph), u64_at(ph + 8), u64_at(ph + 0x20))
+        else {
+            return Err(truncated());
+        };
+        if kind == PT_LOAD && offset.checked_add(size).is_none_or(|end| end > len) {
+            return Err(truncated());
+        }
+    }
+    Ok(())
+}
+
 /// A sink that appends to `out`.
 fn bytes_sink(out: &mut Vec<u8>) -> BytesSink {
     BytesSink {
@@ -336,4 +397,40 @@ unsafe extern "C" fn callback_log(ctx: *const c_void, level: u8, message: RawByt
             _ => tracing::trace!(plugin, generation, "{message}"),
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This test binary is a position-independent executable: an ELF `ET_DYN` like a library.
+    fn own_image() -> Vec<u8> {
+        std::fs::read("/proc/self/exe").expect("read /proc/self/exe")
+    }
+
+    #[test]
+    fn a_complete_image_passes_and_every_truncation_fails() {
+        let image = own_image();
+        if image.get(16) != Some(&3) {
+            return; // not built as PIE here: nothing to check against
+        }
+        assert_eq!(check_elf(&image), Ok(()));
+        for cut in [
+            0,
+            4,
+            63,
+            64,
+            200,
+            image.len() / 3,
+            image.len() / 2,
+            image.len() - 1,
+        ] {
+            let err = check_elf(&image[..cut]).unwrap_err();
+            assert!(
+                matches!(err, LoadError::Truncated(_) | LoadError::NotALibrary),
+                "cut at {cut}: {err}"
+            );
+        }
+        assert_eq!(check_elf(b"#!/bin/sh\n"), Err(LoadError::NotALibrary));
+    }
 }

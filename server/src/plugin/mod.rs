@@ -4,14 +4,17 @@
 //! - `loader.rs`: one file → one [`Generation`] (shadow copy, `dlopen`, checks, init).
 //! - `registry.rs`: the [`Registry`] of mounted plugins and their routes; it is the
 //!   [`Handler`](crate::Handler) the host serves with.
+//! - `watch.rs`: the folder watcher that reports changed plugin files and configuration.
 //!
 //! The C ABI itself is in `plugin-api` (`plugin_api::abi`).
 
 mod loader;
 mod registry;
+mod watch;
 
 pub use loader::{Generation, PluginFile};
 pub use registry::{Registry, RouteSpec, plugin_name};
+pub use watch::{Change, WatchSpec, Watcher, watch};
 
 /// Why a plugin file was refused. The registry logs it with the plugin's name and file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,8 +23,11 @@ pub enum LoadError {
     #[error("cannot read the file: {0}")]
     Read(String),
     /// The file is not an ELF shared library.
-    #[error("not a shared library (no ELF header)")]
+    #[error("not a shared library (no 64-bit little-endian ELF shared object header)")]
     NotALibrary,
+    /// The file is an ELF library whose segments are not all there: still being written?
+    #[error("truncated shared library ({0} bytes): still being written?")]
+    Truncated(usize),
     /// The shadow copy could not be written.
     #[error("cannot write the shadow copy {0}")]
     Shadow(String),

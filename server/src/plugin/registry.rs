@@ -87,7 +87,7 @@ impl Registry {
         ));
         std::fs::create_dir_all(&shadow_dir)?;
         let registry = Registry {
-            dir: dir.to_owned(),
+            dir: std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned()),
             shadow_dir,
             inner: Mutex::new(Inner {
                 mounts: BTreeMap::new(),
@@ -148,15 +148,24 @@ impl Registry {
     /// # Errors
     /// Why the file was refused (also logged).
     pub fn load(&self, path: &Path) -> Result<(), LoadError> {
+        let file = PluginFile::read(path).inspect_err(|e| {
+            tracing::warn!(file = %path.display(), "cannot load a plugin: {e}");
+        })?;
+        self.load_file(file)
+    }
+
+    /// Like [`load`](Self::load), for a file already read.
+    ///
+    /// # Errors
+    /// Why the file was refused (also logged).
+    pub fn load_file(&self, file: PluginFile) -> Result<(), LoadError> {
+        let path = file.path.as_path();
         let Some(name) = plugin_name(path) else {
             return Err(LoadError::Read(
                 "not a plugin file name (libNAME.so)".into(),
             ));
         };
         let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-        let file = PluginFile::read(path).inspect_err(|e| {
-            tracing::warn!(plugin = name, "plugin {name}: cannot load {file_name}: {e}");
-        })?;
         let mut inner = self.lock();
         let settings = inner.settings.get(name).cloned().unwrap_or_default();
         let entry = inner
@@ -190,21 +199,27 @@ impl Registry {
             state.as_deref(),
             &self.shadow_dir,
         );
-        let result = match loaded {
+        // The route table is rebuilt before the log line, so that whoever reads the line (an
+        // operator, a test) finds the change in force.
+        match loaded {
             Ok(generation) => {
-                tracing::info!(
-                    plugin = name,
-                    generation = number,
-                    "plugin {name}: generation {number} loaded from {file_name} (sha {}…, version {}, ABI {ABI_VERSION}) in {:.1} ms",
-                    &generation.sha256[..8],
-                    generation.version,
+                let (sha, version, ms) = (
+                    generation.sha256[..8].to_owned(),
+                    generation.version.clone(),
                     generation.load_time.as_secs_f64() * 1000.0,
                 );
                 entry.next_number += 1;
                 entry.mount.current.store(Some(Arc::new(generation)));
+                self.rebuild(&mut inner);
+                tracing::info!(
+                    plugin = name,
+                    generation = number,
+                    "plugin {name}: generation {number} loaded from {file_name} (sha {sha}…, version {version}, ABI {ABI_VERSION}) in {ms:.1} ms",
+                );
                 Ok(())
             }
             Err(e) => {
+                self.rebuild(&mut inner);
                 match &current {
                     Some(g) => tracing::error!(
                         plugin = name,
@@ -217,9 +232,29 @@ impl Registry {
                 }
                 Err(e)
             }
-        };
-        self.rebuild(&mut inner);
-        result
+        }
+    }
+
+    /// Unmounts the plugin of a file that was removed from the folder.
+    pub fn remove(&self, path: &Path) {
+        let mut inner = self.lock();
+        let name = inner
+            .mounts
+            .iter()
+            .find(|(_, m)| m.file.as_deref() == Some(path))
+            .map(|(name, _)| name.clone());
+        if let Some(name) = name {
+            self.unmount(&mut inner, &name);
+        }
+    }
+
+    /// The files mounted now, with the hash of their content as last tried.
+    pub fn known_files(&self) -> std::collections::HashMap<PathBuf, String> {
+        self.lock()
+            .mounts
+            .values()
+            .filter_map(|m| Some((m.file.clone()?, m.tried_sha256.clone()?)))
+            .collect()
     }
 
     /// Replaces the per-plugin settings and the routes; plugins whose settings changed are
@@ -252,16 +287,19 @@ impl Registry {
 
     /// Unmounts `name`: its file is gone. Requests in flight finish on its generation.
     fn unmount(&self, inner: &mut Inner, name: &str) {
-        if let Some(m) = inner.mounts.remove(name) {
-            if let Some(g) = m.mount.current.swap(None) {
-                tracing::info!(
-                    plugin = name,
-                    "plugin {name}: unmounted (generation {} dropped when idle)",
-                    g.number
-                );
-            }
-        }
+        let Some(m) = inner.mounts.remove(name) else {
+            return;
+        };
+        let dropped = m.mount.current.swap(None);
         self.rebuild(inner);
+        match dropped {
+            Some(g) => tracing::info!(
+                plugin = name,
+                "plugin {name}: unmounted (generation {} is dropped when its last request ends)",
+                g.number
+            ),
+            None => tracing::info!(plugin = name, "plugin {name}: unmounted"),
+        }
     }
 
     /// Rebuilds the route table from the mounts and the configured routes.

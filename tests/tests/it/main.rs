@@ -5,5 +5,6 @@ mod config;
 mod fixtures;
 mod guide;
 mod plugins;
+mod reload;
 mod routing;
 mod signals;
