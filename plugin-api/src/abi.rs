@@ -28,7 +28,7 @@ use crate::Request;
 pub const MAGIC: u64 = u64::from_be_bytes(*b"MAHTTPLG");
 
 /// The version of this ABI. The host refuses a plugin whose declaration carries another one.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// The name of the one symbol a plugin exports: a `static` [`Declaration`].
 pub const DECLARATION_SYMBOL: &str = "mini_async_http_plugin";
@@ -183,10 +183,17 @@ pub struct ResponseSink {
 pub struct RawResponse {
     /// The status code, 100 to 999.
     pub status: u16,
+    /// Bit 0 ([`RawResponse::CLOSE`]): close the connection after this response.
+    pub flags: u32,
     /// Header lines, each `name: value\r\n`, in order. The host validates them again.
     pub headers: RawBytes,
     /// The body.
     pub body: RawBytes,
+}
+
+impl RawResponse {
+    /// The flag that asks for the connection to be closed after the response.
+    pub const CLOSE: u32 = 1;
 }
 
 /// What the host offers a plugin instance.

@@ -118,7 +118,7 @@ mod settings;
 pub use log::Level;
 pub use plugin::{InitError, NoConfig, Plugin};
 pub use request::{Header, Request, RequestParts, Version, split_target};
-pub use response::{Error, Response, ResponseBuilder, has_token, reason};
+pub use response::{Error, Response, ResponseBuilder, ResponseView, has_token, reason};
 
 /// Items the macros expand to. Not part of the API.
 #[doc(hidden)]

@@ -130,6 +130,11 @@ unsafe extern "C" fn on_handle<P: Plugin>(
         Ok(response) => {
             let raw = RawResponse {
                 status: response.status(),
+                flags: if response.close() {
+                    RawResponse::CLOSE
+                } else {
+                    0
+                },
                 headers: RawBytes::new(response.head()),
                 body: RawBytes::new(response.body()),
             };

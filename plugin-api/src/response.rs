@@ -20,22 +20,14 @@ pub struct Response {
 }
 
 impl Response {
-    /// Rebuilds a response from its encoded parts, checking everything the builder checks. The
-    /// host uses it on what a plugin hands over.
-    ///
-    /// # Errors
-    /// The first problem found: a status outside 100–999, a malformed header line, a header name
-    /// that is not a token, a value with CR, LF, NUL or another control byte, or a header the
-    /// server sets itself.
-    pub fn from_parts(status: u16, head: &[u8], body: &[u8]) -> Result<Response, Error> {
-        let mut builder = ResponseBuilder::new(status);
-        for line in HeaderLines(head) {
-            let (name, value) = line.ok_or(Error::MalformedHeaderLines)?;
-            let name = std::str::from_utf8(name)
-                .map_err(|_| Error::InvalidHeaderName(String::from_utf8_lossy(name).into()))?;
-            builder = builder.header(name, value);
+    /// The response as borrowed parts, as the server encodes it.
+    pub fn view(&self) -> ResponseView<'_> {
+        ResponseView {
+            status: self.status,
+            head: &self.head,
+            body: &self.body,
+            close: self.close,
         }
-        builder.body(body).build()
     }
 
     /// The status code.
@@ -88,6 +80,71 @@ impl fmt::Debug for Response {
             .field("body", &String::from_utf8_lossy(&self.body))
             .field("close", &self.close)
             .finish()
+    }
+}
+
+/// A response borrowed in parts: what crosses the plugin boundary and what the server encodes.
+///
+/// A view from [`Response::view`] is valid by construction; one assembled from raw parts (by the
+/// host, from what a plugin handed over) must go through [`ResponseView::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseView<'a> {
+    /// The status code, 100 to 999.
+    pub status: u16,
+    /// Header lines, each `name: value\r\n`.
+    pub head: &'a [u8],
+    /// The body.
+    pub body: &'a [u8],
+    /// Close the connection after this response.
+    pub close: bool,
+}
+
+impl<'a> ResponseView<'a> {
+    /// A view of raw parts, after checking everything the builder checks, in one pass and
+    /// without allocating.
+    ///
+    /// # Errors
+    /// The first problem found: a status outside 100–999, a line that is not `name: value\r\n`,
+    /// a name that is not a token, a value with CR, LF, NUL or another control byte, or a header the
+    /// server sets itself.
+    pub fn check(status: u16, head: &'a [u8], body: &'a [u8], close: bool) -> Result<Self, Error> {
+        if !(100..=999).contains(&status) {
+            return Err(Error::InvalidStatus(status));
+        }
+        let mut rest = head;
+        while !rest.is_empty() {
+            let end = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .ok_or(Error::MalformedHeaderLines)?;
+            let line = &rest[..end];
+            let colon = line
+                .iter()
+                .position(|&b| b == b':')
+                .ok_or(Error::MalformedHeaderLines)?;
+            let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+            check_field(name, value)?;
+            if reserved(name) || name.eq_ignore_ascii_case(b"connection") {
+                return Err(Error::ReservedHeader(String::from_utf8_lossy(name).into()));
+            }
+            rest = &rest[end + 2..];
+        }
+        Ok(ResponseView {
+            status,
+            head,
+            body,
+            close,
+        })
+    }
+
+    /// An owned copy.
+    pub fn to_owned(&self) -> Response {
+        Response {
+            status: self.status,
+            head: self.head.to_vec(),
+            body: self.body.to_vec(),
+            close: self.close,
+        }
     }
 }
 
@@ -149,12 +206,16 @@ impl ResponseBuilder {
     /// `Connection: close` asks the server to close the connection after this response.
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> ResponseBuilder {
         let value = value.as_ref();
-        if let Err(e) = check_header(name, value) {
+        if let Err(e) = check_field(name.as_bytes(), value) {
             self.fail(e);
             return self;
         }
         if name.eq_ignore_ascii_case("connection") {
             self.response.close |= has_token(value, "close");
+            return self;
+        }
+        if reserved(name.as_bytes()) {
+            self.fail(Error::ReservedHeader(name.into()));
             return self;
         }
         let head = &mut self.response.head;
@@ -281,19 +342,27 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-fn check_header(name: &str, value: &[u8]) -> Result<(), Error> {
-    if name.is_empty() || !name.bytes().all(is_tchar) {
-        return Err(Error::InvalidHeaderName(name.into()));
+/// A header field's syntax: a token name (RFC 9110 §5.6.2) and a value without CR, LF, NUL or other
+/// control bytes but tab (RFC 9110 §5.5).
+fn check_field(name: &[u8], value: &[u8]) -> Result<(), Error> {
+    if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        return Err(Error::InvalidHeaderName(
+            String::from_utf8_lossy(name).into(),
+        ));
     }
     if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err(Error::InvalidHeaderValue { name: name.into() });
-    }
-    for reserved in ["content-length", "transfer-encoding", "date"] {
-        if name.eq_ignore_ascii_case(reserved) {
-            return Err(Error::ReservedHeader(name.into()));
-        }
+        return Err(Error::InvalidHeaderValue {
+            name: String::from_utf8_lossy(name).into(),
+        });
     }
     Ok(())
+}
+
+/// Headers the server writes itself.
+fn reserved(name: &[u8]) -> bool {
+    [&b"content-length"[..], b"transfer-encoding", b"date"]
+        .iter()
+        .any(|r| name.eq_ignore_ascii_case(r))
 }
 
 /// `tchar` of RFC 9110 §5.6.2.
@@ -396,16 +465,29 @@ mod tests {
     }
 
     #[test]
-    fn from_parts_rechecks_plugin_output() {
-        let r = Response::from_parts(404, b"a: 1\r\nb: two words\r\n", b"x").unwrap();
+    fn check_rechecks_plugin_output() {
+        let check = |status, head: &'static [u8]| ResponseView::check(status, head, b"x", false);
+        let r = check(404, b"a: 1\r\nb: two words\r\n").unwrap().to_owned();
+        let headers: Vec<_> = r.headers().collect();
+        assert_eq!(headers, [("a", &b"1"[..]), ("b", &b"two words"[..])]);
+        assert_eq!(r.view(), check(404, b"a: 1\r\nb: two words\r\n").unwrap());
+        assert_eq!(check(200, b"a: 1\r\nb"), Err(Error::MalformedHeaderLines));
         assert_eq!(
-            r.headers().collect::<Vec<_>>(),
-            [("a", &b"1"[..]), ("b", &b"two words"[..])]
+            check(200, b"a: 1\r\n\r\nx: y\r\n"),
+            Err(Error::MalformedHeaderLines)
         );
-        assert!(Response::from_parts(200, b"a: 1\r\nb", b"").is_err());
-        assert!(Response::from_parts(200, b"a: 1\r\n\r\nx: y\r\n", b"").is_err());
-        assert!(Response::from_parts(200, b"a: 1\nb: 2\r\n", b"").is_err());
-        assert!(Response::from_parts(200, b"a b: 1\r\n", b"").is_err());
-        assert!(Response::from_parts(99, b"", b"").is_err());
+        let bad_value = check(200, b"a: 1\nb: 2\r\n");
+        assert!(matches!(bad_value, Err(Error::InvalidHeaderValue { .. })));
+        assert!(matches!(
+            check(200, b"a b: 1\r\n"),
+            Err(Error::InvalidHeaderName(_))
+        ));
+        assert!(matches!(
+            check(200, b"Date: x\r\n"),
+            Err(Error::ReservedHeader(_))
+        ));
+        let connection = check(200, b"connection: close\r\n");
+        assert!(matches!(connection, Err(Error::ReservedHeader(_))));
+        assert_eq!(check(99, b""), Err(Error::InvalidStatus(99)));
     }
 }

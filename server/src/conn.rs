@@ -12,7 +12,7 @@
 //! contended and never waits ([`Slot::conn`] asserts this).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use mio::net::TcpStream;
@@ -36,6 +36,8 @@ pub(crate) struct Slot {
     pub token: usize,
     /// Who may touch `conn`: one of the constants above.
     state: AtomicU8,
+    /// The peer closed its side or the socket failed: a short read does not mean "drained".
+    hup: AtomicBool,
     /// When the loop should close it if it is still idle, in [`Clock`](crate::clock::Clock)
     /// milliseconds; 0 for never. Written by the owner before it releases the slot.
     deadline: AtomicU64,
@@ -47,6 +49,7 @@ impl Slot {
         Slot {
             token,
             state: AtomicU8::new(IDLE),
+            hup: AtomicBool::new(false),
             deadline: AtomicU64::new(deadline),
             conn: Mutex::new(conn),
         }
@@ -73,7 +76,17 @@ impl Slot {
 
     /// Worker: takes the slot it popped from the queue.
     pub fn begin(&self) {
-        self.state.store(BUSY, Ordering::Release);
+        self.state.swap(BUSY, Ordering::AcqRel);
+    }
+
+    /// Loop: the peer hung up (or the socket failed).
+    pub fn hang_up(&self) {
+        self.hup.store(true, Ordering::Release);
+    }
+
+    /// Worker: whether the peer hung up.
+    pub fn hung_up(&self) -> bool {
+        self.hup.load(Ordering::Acquire)
     }
 
     /// Worker: hands the slot back to the loop, to be closed at `deadline` if still idle.
@@ -137,6 +150,8 @@ impl Slot {
 pub(crate) struct Conn {
     /// `None` once closed.
     pub stream: Option<TcpStream>,
+    /// Its key in the loop's table, also its mio token.
+    pub token: usize,
     pub peer: SocketAddr,
     /// Received bytes of a request not yet complete. Empty (no allocation) between requests.
     pub input: InBuf,
@@ -146,6 +161,12 @@ pub(crate) struct Conn {
     pub chunked: Option<Chunked>,
     /// When the current request's first byte arrived (for the header timeout); 0 between requests.
     pub request_started: u64,
+    /// When it was accepted: the deadline for its first request counts from here.
+    pub accepted: u64,
+    /// Requests answered on it.
+    pub answered: u64,
+    /// Write interest is registered (added the first time a write would block).
+    pub write_interest: bool,
     /// `100 Continue` was sent for the current request.
     pub continue_sent: bool,
     /// Close once `output` is flushed.
@@ -157,22 +178,27 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr) -> Conn {
+    pub fn new(stream: TcpStream, token: usize, peer: SocketAddr, accepted: u64) -> Conn {
         Conn {
             stream: Some(stream),
-            ..Conn::closed(peer)
+            accepted,
+            ..Conn::closed(token, peer)
         }
     }
 
     /// A connection whose socket is closed and whose buffers are freed.
-    pub fn closed(peer: SocketAddr) -> Conn {
+    pub fn closed(token: usize, peer: SocketAddr) -> Conn {
         Conn {
             stream: None,
+            token,
             peer,
             input: InBuf::default(),
             output: Vec::new(),
             chunked: None,
             request_started: 0,
+            accepted: 0,
+            answered: 0,
+            write_interest: false,
             continue_sent: false,
             close_after_flush: false,
             linger_until: 0,

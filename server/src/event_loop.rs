@@ -52,12 +52,12 @@ pub(crate) struct EventLoop {
 
 impl EventLoop {
     pub fn new(
+        poll: Poll,
         mut listener: TcpListener,
         mut control: UnixDatagram,
         shared: Arc<Shared>,
         reload: Option<ReloadHook>,
     ) -> io::Result<EventLoop> {
-        let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         poll.registry()
@@ -101,6 +101,11 @@ impl EventLoop {
                     Token(token) => {
                         tracing::trace!(conn = token, "ready");
                         if let Some(Some(slot)) = self.conns.get(token) {
+                            if event.is_read_closed() || event.is_error() {
+                                // The bytes before a FIN end in a short read with no edge after
+                                // it: the worker must read on to see the end.
+                                slot.hang_up();
+                            }
                             if slot.notify() {
                                 self.batch.push(Arc::clone(slot));
                             }
@@ -171,23 +176,22 @@ impl EventLoop {
                 self.conns.push(None);
                 self.conns.len() - 1
             });
-            let registered = self.poll.registry().register(
-                &mut stream,
-                Token(token),
-                Interest::READABLE | Interest::WRITABLE,
-            );
+            // Readable only: write interest is added by a worker whose write would block, so a new
+            // connection costs no wake-up before its first bytes arrive.
+            let registered =
+                self.poll
+                    .registry()
+                    .register(&mut stream, Token(token), Interest::READABLE);
             if let Err(e) = registered {
                 tracing::warn!(%peer, error = %e, "cannot register connection");
                 self.free.push(token);
                 continue;
             }
             let clock = self.shared.clock;
-            let deadline = clock.after(clock.now(), limits.header_timeout);
-            self.conns[token] = Some(Arc::new(Slot::new(
-                token,
-                Conn::new(stream, peer),
-                deadline,
-            )));
+            let now = clock.now();
+            let deadline = clock.after(now, limits.header_timeout);
+            let conn = Conn::new(stream, token, peer, now);
+            self.conns[token] = Some(Arc::new(Slot::new(token, conn, deadline)));
             self.open += 1;
             tracing::trace!(conn = token, %peer, "accepted");
         }
@@ -198,7 +202,14 @@ impl EventLoop {
         control::drain(&self.control, |msg| messages.push(msg))?;
         for msg in messages {
             match msg {
-                ControlMsg::Closed(token) => self.forget(token),
+                ControlMsg::Closed(_) => {
+                    let closed = std::mem::take(
+                        &mut *self.shared.closed.lock().unwrap_or_else(|e| e.into_inner()),
+                    );
+                    for token in closed {
+                        self.forget(token);
+                    }
+                }
                 ControlMsg::Shutdown => self.begin_drain(),
                 ControlMsg::Reload(tag) => match self.reload.as_mut() {
                     Some(hook) => hook(tag),
@@ -242,7 +253,7 @@ impl EventLoop {
                 if let Some(slot) = &self.conns[token] {
                     let mut conn = slot.conn();
                     tracing::debug!(conn = token, peer = %conn.peer, "closing: timed out");
-                    *conn = Conn::closed(conn.peer);
+                    *conn = Conn::closed(conn.token, conn.peer);
                 }
                 self.forget(token);
             }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use arc_swap::ArcSwap;
-use plugin_api::{Request, Response};
+use plugin_api::{Request, Response, ResponseView};
 
 use crate::Limits;
 use crate::clock::Clock;
@@ -24,6 +24,13 @@ use crate::worker::Worker;
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request. Called from many worker threads at once. A panic becomes a `500`.
     fn handle(&self, request: &Request<'_>) -> Response;
+
+    /// Answers one request by calling `respond` once with a borrowed response; the server encodes
+    /// it straight into its output buffer. The default calls [`handle`](Self::handle); the plugin
+    /// router overrides it so that a plugin's response is never copied into an owned one.
+    fn handle_into(&self, request: &Request<'_>, respond: &mut dyn FnMut(ResponseView<'_>)) {
+        respond(self.handle(request).view());
+    }
 }
 
 impl<F> Handler for F
@@ -111,7 +118,7 @@ impl AIOServer {
         {
             let mut phase = self.life.lock();
             match *phase {
-                Phase::New => *phase = Phase::Starting,
+                Phase::New => *phase = Phase::Starting { stop: false },
                 Phase::ShutdownRequested => {
                     *phase = Phase::Stopped;
                     self.life.changed.notify_all();
@@ -134,16 +141,19 @@ impl AIOServer {
         let listener = bind(&self.addr)?;
         let local = listener.local_addr()?;
         let (sender, receiver) = control::channel()?;
+        let poll = mio::Poll::new()?;
         let shared = Arc::new(Shared {
             handler: Arc::clone(&self.handler),
             limits: ArcSwap::from_pointee(self.limits.clone()),
             clock: Clock::new(),
             queue: Queue::default(),
             control: sender,
+            closed: Mutex::new(Vec::new()),
+            registry: poll.registry().try_clone()?,
             draining: AtomicBool::new(false),
         });
         let reload = self.reload.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let event_loop = EventLoop::new(listener, receiver, Arc::clone(&shared), reload)?;
+        let event_loop = EventLoop::new(poll, listener, receiver, Arc::clone(&shared), reload)?;
         let mut workers = Vec::with_capacity(self.workers);
         for i in 0..self.workers {
             let worker = Worker::new(Arc::clone(&shared));
@@ -159,10 +169,17 @@ impl AIOServer {
             }
         }
         tracing::info!(addr = %local, workers = self.workers, "listening");
-        *self.life.lock() = Phase::Running {
-            addr: local,
-            shared: Arc::clone(&shared),
-        };
+        {
+            let mut phase = self.life.lock();
+            if matches!(*phase, Phase::Starting { stop: true }) {
+                // Shutdown was asked for while starting: the loop reads it first thing.
+                shared.control.send(ControlMsg::Shutdown)?;
+            }
+            *phase = Phase::Running {
+                addr: local,
+                shared: Arc::clone(&shared),
+            };
+        }
         self.life.changed.notify_all();
         let result = event_loop.run();
         shared.queue.stop();
@@ -235,8 +252,9 @@ impl ServerHandle {
     /// Starts a graceful shutdown and returns at once.
     pub fn begin_shutdown(&self) {
         let mut phase = self.life.lock();
-        match &*phase {
+        match &mut *phase {
             Phase::New => *phase = Phase::ShutdownRequested,
+            Phase::Starting { stop } => *stop = true,
             Phase::Running { shared, .. } => {
                 if let Err(e) = shared.control.send(ControlMsg::Shutdown) {
                     tracing::error!(error = %e, "could not reach the event loop to shut down");
@@ -281,6 +299,11 @@ pub(crate) struct Shared {
     pub queue: Queue,
     /// Workers report closed connections here; handles send shutdown and reload.
     pub control: ControlSender,
+    /// Tokens of connections closed by workers, for the loop to forget. A worker sends a `Closed`
+    /// datagram only when it finds this empty, so a burst of closes costs one wake-up.
+    pub closed: Mutex<Vec<usize>>,
+    /// The loop's registry, for a worker to add write interest when a socket's buffer is full.
+    pub registry: mio::Registry,
     /// Set when shutdown begins: responses say `Connection: close` and idle connections close.
     pub draining: AtomicBool,
 }
@@ -304,7 +327,10 @@ enum Phase {
     New,
     /// Shutdown was asked for before `start`: `start` returns at once.
     ShutdownRequested,
-    Starting,
+    /// Binding and spawning; `stop` when shutdown was asked for meanwhile.
+    Starting {
+        stop: bool,
+    },
     Running {
         addr: SocketAddr,
         shared: Arc<Shared>,

@@ -13,7 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder};
+use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder, ResponseView};
 
 use crate::Limits;
 use crate::conn::{Conn, InBuf};
@@ -33,6 +33,8 @@ const OUT_HIGH_WATER: usize = 256 * 1024;
 /// How long a connection closed after an error keeps reading (and discarding) what the client still
 /// sends, so that the client sees the error response rather than a reset.
 const LINGER_MS: u64 = 2_000;
+/// How much a lingering connection may still send before it is closed regardless.
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// One worker's reusable state: nothing here is allocated per request.
 pub(crate) struct Worker {
@@ -85,14 +87,21 @@ impl Worker {
             slot.begin();
             loop {
                 let mut conn = slot.conn();
-                match self.drive(&shared, &mut conn) {
+                let hup = slot.hung_up();
+                let turn = catch_unwind(AssertUnwindSafe(|| self.drive(&shared, &mut conn, hup)));
+                let next = turn.unwrap_or_else(|panic| {
+                    // Not a handler's panic (those are caught around the call): a bug here. The
+                    // connection is closed, the worker lives on.
+                    tracing::error!(peer = %conn.peer, "worker panicked: {}", panic_message(&*panic));
+                    self.out.clear();
+                    Next::Close
+                });
+                match next {
                     Next::Close => {
-                        *conn = Conn::closed(conn.peer);
+                        *conn = Conn::closed(conn.token, conn.peer);
                         drop(conn);
                         slot.close();
-                        if let Err(e) = shared.control.send(ControlMsg::Closed(slot.token)) {
-                            tracing::error!(error = %e, "control channel failed");
-                        }
+                        report_closed(&shared, slot.token);
                         break;
                     }
                     Next::Idle(deadline) => {
@@ -106,25 +115,29 @@ impl Worker {
         }
     }
 
-    /// One turn on one connection.
-    fn drive(&mut self, shared: &Shared, conn: &mut Conn) -> Next {
+    /// One turn on one connection. `hup`: the peer hung up, so read until the end.
+    fn drive(&mut self, shared: &Shared, conn: &mut Conn, hup: bool) -> Next {
         let now = shared.clock.now();
         let limits = shared.limits.load();
-        let Some(stream) = conn.stream.as_mut() else {
+        if conn.stream.is_none() {
             return Next::Close;
-        };
+        }
         if !conn.output.is_empty() {
-            match write_some(stream, &conn.output) {
-                Ok(n) if n == conn.output.len() => conn.output = Vec::new(),
-                Ok(n) => {
-                    conn.output.drain(..n);
-                    return Next::Idle(shared.clock.after(now, limits.write_timeout));
-                }
-                Err(e) => return closed_by(e, conn),
+            let output = std::mem::take(&mut conn.output);
+            let deadline = if conn.linger_until != 0 {
+                conn.linger_until
+            } else {
+                shared.clock.after(now, limits.write_timeout)
+            };
+            if let Some(next) = self.write(shared, conn, &output, deadline) {
+                return next;
             }
         }
         if conn.linger_until != 0 {
-            return linger(conn);
+            if let Some(stream) = conn.stream.as_ref() {
+                let _ = stream.shutdown(Shutdown::Write);
+            }
+            return linger(conn, now);
         }
         if conn.close_after_flush {
             return Next::Close;
@@ -137,7 +150,7 @@ impl Worker {
         if buf.data.is_empty() {
             buf = InBuf::with_capacity(READ_BUF);
         }
-        let next = self.serve(shared, &limits, conn, &mut buf, now);
+        let next = self.serve(shared, &limits, conn, &mut buf, now, hup);
         self.stash(conn, buf);
         next
     }
@@ -150,46 +163,58 @@ impl Worker {
         conn: &mut Conn,
         buf: &mut InBuf,
         now: u64,
+        hup: bool,
     ) -> Next {
         let cap = limits.max_head_bytes + limits.max_body_bytes + READ_BUF;
         let (mut eof, mut drained) = (false, false);
         loop {
             let step = self.process(shared, limits, conn, buf, now);
+            let close = match step {
+                Step::Close { linger: true } => {
+                    // Nothing more of this client's input will be used.
+                    buf.start = buf.end;
+                    Some(true)
+                }
+                // Input that is left (or may still come) would turn the close into a reset that
+                // can destroy the response before the client reads it (RFC 9112 §9.6).
+                Step::Close { linger: false } => Some(!buf.is_empty() || !(drained || eof)),
+                _ => None,
+            };
             if !self.out.is_empty() {
-                let stream = conn.stream.as_mut().expect("checked by drive");
-                let written = write_some(stream, &self.out);
-                match written {
-                    Ok(n) if n == self.out.len() => self.out.clear(),
-                    Ok(n) => {
-                        conn.output = self.out[n..].to_vec();
-                        self.out.clear();
-                        match step {
-                            Step::Close { linger: true } => return self.start_linger(conn, now),
-                            Step::Close { linger: false } => conn.close_after_flush = true,
-                            _ => {}
-                        }
-                        return Next::Idle(shared.clock.after(now, limits.write_timeout));
+                let out = std::mem::take(&mut self.out);
+                let deadline = shared.clock.after(now, limits.write_timeout);
+                let blocked = self.write(shared, conn, &out, deadline);
+                self.out = out;
+                self.out.clear();
+                if let Some(next) = blocked {
+                    match close {
+                        Some(true) => conn.linger_until = now + LINGER_MS,
+                        Some(false) => conn.close_after_flush = true,
+                        None => {}
                     }
-                    Err(e) => {
-                        self.out.clear();
-                        return closed_by(e, conn);
-                    }
+                    return match (next, close) {
+                        (Next::Idle(_), Some(true)) => Next::Idle(conn.linger_until),
+                        (next, _) => next,
+                    };
                 }
             }
-            match step {
-                Step::Close { linger: true } => return self.start_linger(conn, now),
-                Step::Close { linger: false } => return Next::Close,
-                Step::More => continue,
-                Step::NeedInput => {}
+            match close {
+                Some(true) => return self.start_linger(conn, now),
+                Some(false) => return Next::Close,
+                None => {}
+            }
+            if matches!(step, Step::More) {
+                continue;
             }
             if eof {
                 // RFC 9112 §9.6: the client closed its side; nothing more can arrive.
                 return Next::Close;
             }
-            if drained {
+            if drained && !hup {
                 break;
             }
-            let room = buf.make_room(self.want.max(1024), cap);
+            // Grow with what arrives, not with what a Content-Length announces.
+            let room = buf.make_room(self.want.clamp(1024, 64 * 1024), cap);
             if room == 0 {
                 return Next::Close;
             }
@@ -205,10 +230,16 @@ impl Worker {
                 Err(e) => return closed_by(e, conn),
             }
         }
+        // The handler may have taken a while: deadlines count from now.
         let clock = &shared.clock;
+        let now = clock.now();
         if buf.is_empty() {
             if shared.draining.load(Ordering::Acquire) {
                 return Next::Close;
+            }
+            if conn.answered == 0 {
+                // Connected, but never sent a byte: the header timeout runs from the accept.
+                return Next::Idle(clock.after(conn.accepted, limits.header_timeout));
             }
             Next::Idle(clock.after(now, limits.keep_alive_timeout))
         } else if self.want > 0 {
@@ -216,6 +247,39 @@ impl Worker {
             Next::Idle(clock.after(now, limits.body_timeout))
         } else {
             Next::Idle(clock.after(conn.request_started, limits.header_timeout))
+        }
+    }
+
+    /// Writes `data`; `None` when all of it went. Otherwise keeps the rest for the next turn, asks
+    /// mio for write readiness, and returns what to do: wait until `deadline`, or close.
+    fn write(
+        &mut self,
+        shared: &Shared,
+        conn: &mut Conn,
+        data: &[u8],
+        deadline: u64,
+    ) -> Option<Next> {
+        let stream = conn.stream.as_mut().expect("checked by drive");
+        match write_some(stream, data) {
+            Ok(n) if n == data.len() => None,
+            Ok(n) => {
+                conn.output = data[n..].to_vec();
+                if !conn.write_interest {
+                    conn.write_interest = true;
+                    let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+                    let token = mio::Token(conn.token);
+                    if let Err(e) = shared.registry.reregister(stream, token, interest) {
+                        tracing::warn!(peer = %conn.peer, error = %e, "cannot wait for write readiness");
+                        return Some(Next::Close);
+                    }
+                    // Space may have freed before the interest was added: try once more, so that
+                    // the edge we wait for cannot have passed already.
+                    let rest = std::mem::take(&mut conn.output);
+                    return self.write(shared, conn, &rest, deadline);
+                }
+                Some(Next::Idle(deadline))
+            }
+            Err(e) => Some(closed_by(e, conn)),
         }
     }
 
@@ -327,10 +391,24 @@ impl Worker {
             peer: Some(conn.peer),
             mount: "",
         });
-        let handler = &shared.handler;
-        let response = match catch_unwind(AssertUnwindSafe(|| handler.handle(&request))) {
-            Ok(response) => response,
-            Err(panic) => {
+        // Read when encoding, not before the handler runs: shutdown may begin meanwhile.
+        let draining = || shared.draining.load(Ordering::Acquire);
+        let head_only = head.method == "HEAD";
+        let mut close = None;
+        {
+            let date = self.date.now();
+            let out = &mut self.out;
+            let mut encode_into = |view: ResponseView<'_>| {
+                if close.is_none() {
+                    let closing = !head.keep_alive || view.close || draining();
+                    encode(out, view, head_only, persist(head.version, closing), date);
+                    close = Some(closing);
+                }
+            };
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                shared.handler.handle_into(&request, &mut encode_into)
+            }));
+            if let Err(panic) = outcome {
                 tracing::error!(
                     peer = %conn.peer,
                     method = head.method,
@@ -338,23 +416,28 @@ impl Worker {
                     "handler panicked: {}",
                     panic_message(&*panic)
                 );
-                internal_error()
             }
-        };
-        let close = !head.keep_alive || response.close() || shared.draining.load(Ordering::Acquire);
+        }
+        if let Some(close) = close {
+            return close;
+        }
+        // The request was read whole, so the connection can go on after the 500.
+        let closing = !head.keep_alive || draining();
         let date = self.date.now();
+        let persist = persist(head.version, closing);
         encode(
             &mut self.out,
-            &response,
-            head.method == "HEAD",
-            persist(head.version, close),
+            internal_error().view(),
+            head_only,
+            persist,
             date,
         );
-        close
+        closing
     }
 
     /// Resets per-request state; `Some` when the connection must close.
     fn finish_request(&mut self, conn: &mut Conn, close: bool) -> Option<Step> {
+        conn.answered += 1;
         conn.continue_sent = false;
         conn.chunked = None;
         conn.request_started = 0;
@@ -371,13 +454,10 @@ impl Worker {
     /// Half-closes the connection and starts discarding input (RFC 9112 §9.6).
     fn start_linger(&mut self, conn: &mut Conn, now: u64) -> Next {
         conn.linger_until = now + LINGER_MS;
-        if conn.output.is_empty() {
-            if let Some(stream) = conn.stream.as_ref() {
-                let _ = stream.shutdown(Shutdown::Write);
-            }
-            return linger(conn);
+        if let Some(stream) = conn.stream.as_ref() {
+            let _ = stream.shutdown(Shutdown::Write);
         }
-        Next::Idle(conn.linger_until)
+        linger(conn, now)
     }
 
     /// Gives the read buffer back: the connection keeps a partial request in a buffer of its own,
@@ -438,21 +518,45 @@ fn expect_continue(head: &Head<'_>, conn: &mut Conn) -> bool {
     send
 }
 
-/// Reads and drops whatever arrives; closes on EOF, error, or when the linger time is up.
-fn linger(conn: &mut Conn) -> Next {
+/// Reads and drops whatever arrives; closes on EOF, error, when the linger time is up, or after
+/// [`LINGER_BYTES`], so that a client uploading a refused body cannot keep a worker busy.
+fn linger(conn: &mut Conn, now: u64) -> Next {
     let Some(stream) = conn.stream.as_mut() else {
         return Next::Close;
     };
+    if now >= conn.linger_until {
+        return Next::Close;
+    }
     let mut sink = [0u8; 4096];
+    let mut discarded = 0;
     loop {
         match stream.read(&mut sink) {
             Ok(0) => return Next::Close,
-            Ok(_) => {}
+            Ok(n) => {
+                discarded += n;
+                if discarded > LINGER_BYTES {
+                    return Next::Close;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return Next::Idle(conn.linger_until);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Next::Close,
+        }
+    }
+}
+
+/// Tells the loop a connection is closed: one datagram per burst (see `Shared::closed`).
+fn report_closed(shared: &Shared, token: usize) {
+    let first = {
+        let mut closed = shared.closed.lock().unwrap_or_else(|e| e.into_inner());
+        closed.push(token);
+        closed.len() == 1
+    };
+    if first {
+        if let Err(e) = shared.control.send(ControlMsg::Closed(token)) {
+            tracing::error!(error = %e, "control channel failed");
         }
     }
 }
@@ -478,7 +582,8 @@ fn closed_by(e: io::Error, conn: &Conn) -> Next {
     Next::Close
 }
 
-fn internal_error() -> Response {
+/// The `500` for a handler that panicked or answered with something that cannot be sent.
+pub(crate) fn internal_error() -> Response {
     ResponseBuilder::new(500)
         .content_type("text/plain; charset=utf-8")
         .body("internal server error\n")

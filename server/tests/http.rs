@@ -528,3 +528,60 @@ fn binding_a_used_port_is_an_error_naming_the_address() {
         .expect_err("bad address");
     assert!(err.to_string().contains("not an address"), "{err}");
 }
+
+#[test]
+fn a_half_closed_client_gets_its_answer_and_an_end() {
+    let server = TestServer::start(Limits::default());
+    let mut c = server.connect();
+    c.send(get("/last"));
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = c.reply();
+    assert_eq!(r.header("x-path"), Some("/last"));
+    // Within the client's 10 s read timeout, not the 60 s keep-alive timeout.
+    c.expect_closed();
+}
+
+#[test]
+fn a_silent_connection_gets_the_header_timeout_not_the_keep_alive_one() {
+    let limits = Limits {
+        header_timeout: Duration::from_millis(300),
+        keep_alive_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let server = TestServer::start(limits);
+    let mut c = server.connect();
+    let started = Instant::now();
+    c.expect_closed();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn requests_after_a_close_are_not_answered_and_the_answer_arrives_whole() {
+    let server = TestServer::start(Limits::default());
+    let mut c = server.connect();
+    c.send(format!(
+        "GET /first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n{}",
+        get("/second")
+    ));
+    let r = c.reply();
+    assert_eq!(
+        (r.header("x-path"), r.header("connection")),
+        (Some("/first"), Some("close"))
+    );
+    c.expect_closed();
+}
+
+#[test]
+fn shutdown_at_any_moment_of_startup_returns() {
+    for _ in 0..20 {
+        let server = AIOServer::new(1, "127.0.0.1:0", echo);
+        let handle = server.handle();
+        let thread = thread::spawn(move || server.start());
+        handle.shutdown();
+        thread.join().unwrap().unwrap();
+    }
+}

@@ -6,7 +6,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use plugin_api::{Response, Version, reason};
+use plugin_api::{ResponseView, Version, reason};
 
 /// What the `Connection` header of a response says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,12 +26,12 @@ pub(crate) enum Persist {
 /// nor a `Content-Length` (RFC 9110 §8.6, §15.3.5, §15.4.5).
 pub(crate) fn encode(
     out: &mut Vec<u8>,
-    response: &Response,
+    response: ResponseView<'_>,
     head_only: bool,
     persist: Persist,
     date: &[u8],
 ) {
-    let status = response.status();
+    let status = response.status;
     status_line(out, status);
     out.extend_from_slice(b"date: ");
     out.extend_from_slice(date);
@@ -39,7 +39,7 @@ pub(crate) fn encode(
     let bodyless = matches!(status, 100..=199 | 204 | 304);
     if !bodyless {
         out.extend_from_slice(b"content-length: ");
-        push_decimal(out, response.body().len() as u64);
+        push_decimal(out, response.body.len() as u64);
         out.extend_from_slice(b"\r\n");
     }
     match persist {
@@ -47,10 +47,10 @@ pub(crate) fn encode(
         Persist::KeepAlive10 => out.extend_from_slice(b"connection: keep-alive\r\n"),
         Persist::Close => out.extend_from_slice(b"connection: close\r\n"),
     }
-    out.extend_from_slice(response.head());
+    out.extend_from_slice(response.head);
     out.extend_from_slice(b"\r\n");
     if !head_only && !bodyless {
-        out.extend_from_slice(response.body());
+        out.extend_from_slice(response.body);
     }
 }
 
@@ -198,13 +198,13 @@ mod tests {
             .build()
             .unwrap();
         let mut out = Vec::new();
-        encode(&mut out, &r, false, Persist::KeepAlive11, b"D");
+        encode(&mut out, r.view(), false, Persist::KeepAlive11, b"D");
         assert_eq!(
             text(&out),
             "HTTP/1.1 200 OK\r\ndate: D\r\ncontent-length: 5\r\ncontent-type: text/plain\r\n\r\nHello"
         );
         out.clear();
-        encode(&mut out, &r, true, Persist::Close, b"D");
+        encode(&mut out, r.view(), true, Persist::Close, b"D");
         assert_eq!(
             text(&out),
             "HTTP/1.1 200 OK\r\ndate: D\r\ncontent-length: 5\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\n"
@@ -215,7 +215,7 @@ mod tests {
     fn bodyless_statuses_have_no_length() {
         let r = ResponseBuilder::new(204).body("ignored").build().unwrap();
         let mut out = Vec::new();
-        encode(&mut out, &r, false, Persist::KeepAlive10, b"D");
+        encode(&mut out, r.view(), false, Persist::KeepAlive10, b"D");
         assert_eq!(
             text(&out),
             "HTTP/1.1 204 No Content\r\ndate: D\r\nconnection: keep-alive\r\n\r\n"

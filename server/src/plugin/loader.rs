@@ -11,6 +11,7 @@
 
 use std::ffi::c_void;
 use std::fmt::Write as _;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,10 +21,11 @@ use plugin_api::abi::{
     ABI_VERSION, BytesSink, DECLARATION_SYMBOL, Declaration, HostApi, MAGIC, RawBytes, RawResponse,
     ResponseSink, Status,
 };
-use plugin_api::{Request, Response, ResponseBuilder};
+use plugin_api::{Request, ResponseView};
 use sha2::{Digest, Sha256};
 
 use crate::plugin::LoadError;
+use crate::worker::internal_error;
 
 /// One loaded copy of a plugin: its library, its instance, and what it was loaded from.
 ///
@@ -42,8 +44,6 @@ pub struct Generation {
     pub file: PathBuf,
     /// How long the load took (copy, `dlopen`, checks, init).
     pub load_time: Duration,
-    /// Requests answered, and of those, panics caught.
-    pub requests: AtomicU64,
     /// Requests whose handler panicked or returned an invalid response.
     pub failures: AtomicU64,
     /// The instance made by `on_init`, owned by the plugin.
@@ -194,7 +194,6 @@ impl Generation {
             sha256: file.sha256.clone(),
             file: file.path.clone(),
             load_time: Duration::ZERO,
-            requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             instance,
             decl,
@@ -220,40 +219,35 @@ impl Generation {
         Ok(generation)
     }
 
-    /// Answers a request with the plugin's handler. A panic, or a response the host cannot send,
-    /// becomes a `500` and a log line.
-    pub fn handle(&self, request: &Request<'_>) -> Response {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let mut slot: Option<Result<Response, plugin_api::Error>> = None;
+    /// Answers a request with the plugin's handler, handing its response to `respond` while the
+    /// plugin still owns it (no copy). A panic, or a response the host cannot send, becomes a `500`
+    /// and a log line.
+    pub fn handle_into(&self, request: &Request<'_>, respond: &mut dyn FnMut(ResponseView<'_>)) {
+        let mut answer = Answer {
+            respond,
+            outcome: Outcome::Nothing,
+        };
         let sink = ResponseSink {
-            ctx: (&mut slot as *mut Option<Result<Response, plugin_api::Error>>).cast(),
+            ctx: (&mut answer as *mut Answer<'_, '_>).cast(),
             callback_respond,
         };
         // SAFETY: we trust the plugin; the instance is live while `self` is, and `request` and
-        // `sink` outlive the call. `decl` points into the library `self` keeps loaded.
+        // `sink` (with the `answer` it points to) outlive the call. `decl` points into the library
+        // `self` keeps loaded.
         let status = unsafe { ((*self.decl).on_handle)(self.instance, request, &sink) };
-        match (status, slot) {
-            (Status::OK, Some(Ok(response))) => return response,
-            (Status::OK, Some(Err(e))) => tracing::error!(
-                plugin = %self.name,
-                generation = self.number,
-                target = request.target(),
-                "invalid response from the plugin: {e}"
-            ),
-            (Status::OK, None) => tracing::error!(
-                plugin = %self.name,
-                generation = self.number,
-                "the plugin returned no response"
-            ),
+        let Answer { respond, outcome } = answer;
+        let why = match (status, outcome) {
+            (Status::OK, Outcome::Answered) => return,
+            (_, Outcome::Invalid(e)) => format!("invalid response from the plugin: {e}"),
+            (Status::OK, _) => "the plugin returned no response".to_owned(),
             // The plugin's glue already logged the panic message through the host.
-            _ => {}
+            (_, _) => String::new(),
+        };
+        if !why.is_empty() {
+            tracing::error!(plugin = %self.name, generation = self.number, target = request.target(), "{why}");
         }
         self.failures.fetch_add(1, Ordering::Relaxed);
-        ResponseBuilder::new(500)
-            .content_type("text/plain; charset=utf-8")
-            .body("internal server error\n")
-            .build()
-            .expect("a constant response is valid")
+        respond(internal_error().view());
     }
 
     /// The instance's state for its successor, if it keeps any.
@@ -367,18 +361,39 @@ unsafe extern "C" fn callback_write(ctx: *mut c_void, bytes: RawBytes) {
     out.extend_from_slice(bytes);
 }
 
+/// Where `callback_respond` puts a plugin's response: straight to the server's encoder.
+struct Answer<'r, 'v> {
+    respond: &'r mut dyn FnMut(ResponseView<'v>),
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Nothing,
+    Answered,
+    Invalid(plugin_api::Error),
+}
+
 unsafe extern "C" fn callback_respond(ctx: *mut c_void, response: *const RawResponse) {
-    // SAFETY: `ctx` is the slot of `Generation::handle`, alive during `on_handle`; the plugin lends
-    // `response` and the bytes it points to for this call.
-    let (slot, raw) = unsafe {
-        (
-            &mut *ctx.cast::<Option<Result<Response, plugin_api::Error>>>(),
-            &*response,
-        )
-    };
+    // SAFETY: `ctx` is the `Answer` of `Generation::handle_into`, alive during `on_handle`; the
+    // plugin lends `response` and the bytes it points to for this call.
+    let (answer, raw) = unsafe { (&mut *ctx.cast::<Answer<'_, '_>>(), &*response) };
+    if !matches!(answer.outcome, Outcome::Nothing) {
+        return;
+    }
     // SAFETY: as above.
     let (head, body) = unsafe { (raw.headers.as_slice(), raw.body.as_slice()) };
-    *slot = Some(Response::from_parts(raw.status, head, body));
+    let close = raw.flags & RawResponse::CLOSE != 0;
+    match ResponseView::check(raw.status, head, body, close) {
+        Ok(view) => {
+            // The encoder must not unwind into the plugin's frames.
+            let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| (answer.respond)(view)));
+            answer.outcome = match encoded {
+                Ok(()) => Outcome::Answered,
+                Err(_) => Outcome::Invalid(plugin_api::Error::MalformedHeaderLines),
+            };
+        }
+        Err(e) => answer.outcome = Outcome::Invalid(e),
+    }
 }
 
 unsafe extern "C" fn callback_log(ctx: *const c_void, level: u8, message: RawBytes) {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use plugin_api::{Request, Response, ResponseBuilder, abi::ABI_VERSION};
+use plugin_api::{Request, Response, ResponseBuilder, ResponseView, abi::ABI_VERSION};
 
 use crate::Handler;
 use crate::plugin::{Generation, LoadError, PluginFile};
@@ -332,17 +332,27 @@ impl Registry {
 
 impl Handler for Registry {
     fn handle(&self, request: &Request<'_>) -> Response {
+        let mut owned = None;
+        self.handle_into(request, &mut |view| owned = Some(view.to_owned()));
+        owned.unwrap_or_else(crate::worker::internal_error)
+    }
+
+    fn handle_into(&self, request: &Request<'_>, respond: &mut dyn FnMut(ResponseView<'_>)) {
         let table = self.table.load();
         let path = request.path();
         let Some((prefix, mount, name)) = table.routes.iter().find(|(p, _, _)| matches(p, path))
         else {
-            return plain(404, "no plugin is mounted at this path\n");
+            return respond(plain(404, "no plugin is mounted at this path\n").view());
         };
-        let Some(generation) = mount.current.load_full() else {
+        // A guard, not a clone: it keeps the generation alive for the call without touching the
+        // reference count that every worker shares.
+        let current = mount.current.load();
+        let Some(generation) = current.as_ref() else {
             tracing::debug!(plugin = %name, path, "plugin unavailable");
-            return plain(503, "the plugin for this path is not available\n");
+            return respond(plain(503, "the plugin for this path is not available\n").view());
         };
-        generation.handle(&request.with_mount(if prefix == "/" { "" } else { prefix }))
+        let mount = if prefix == "/" { "" } else { prefix };
+        generation.handle_into(&request.with_mount(mount), respond);
     }
 }
 

@@ -13,7 +13,7 @@ fn hello_says_hello() {
         std::time::Duration::from_secs(5),
     );
     assert!(
-        line.contains("ABI 1") && line.contains("version 0.1.0") && line.contains(" ms"),
+        line.contains("ABI 2") && line.contains("version 0.1.0") && line.contains(" ms"),
         "{line}"
     );
 }
@@ -89,4 +89,15 @@ fn kv_is_a_json_store() {
         204
     );
     assert_eq!(c.get("/kv/a").status, 404);
+}
+
+#[test]
+fn a_plugin_can_close_the_connection() {
+    let host = HostProcess::start(&["libpanicky.so"], "");
+    let mut c = host.connect();
+    let r = c.get("/panicky");
+    assert_eq!((r.text(), r.header("connection")), ("calm", None));
+    let r = c.get("/panicky/close");
+    assert_eq!((r.text(), r.header("connection")), ("bye", Some("close")));
+    c.expect_closed();
 }
