@@ -23,6 +23,8 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const CONTROL: Token = Token(usize::MAX - 2);
 /// How often deadlines are checked, in milliseconds.
 const TICK_MS: u64 = 250;
+/// The longest the loop waits for the workers to empty the queue before it polls anyway.
+const HUNGRY_WAIT_MS: u64 = 10;
 /// How long accepting pauses after the process ran out of descriptors.
 const ACCEPT_RETRY_MS: u64 = 100;
 
@@ -114,6 +116,12 @@ impl EventLoop {
                 }
             }
             self.shared.queue.push_batch(&mut self.batch);
+            // Let the workers eat before polling again: the next poll then brings a batch.
+            let now = clock.now();
+            let until_tick = next_tick.saturating_sub(now).clamp(1, HUNGRY_WAIT_MS);
+            self.shared
+                .queue
+                .wait_until_hungry(std::time::Duration::from_millis(until_tick));
 
             let now = clock.now();
             if self.retry_accept_at.is_some_and(|t| t <= now) {

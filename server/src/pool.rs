@@ -4,9 +4,15 @@
 //! The loop pushes every ready connection of one `poll` in one batch and wakes only as many
 //! sleeping workers as it has work for; a worker that finishes a connection takes the next one
 //! before it ever sleeps. Both keep the futex calls per request low.
+//!
+//! While the workers still have queued work, polling again would only wake the loop for one event
+//! at a time (a syscall and a context switch per request). So the loop waits until the queue runs
+//! dry ([`Queue::wait_until_hungry`]); the worker that takes the last item wakes it, and the next
+//! `poll` collects everything that became ready meanwhile in one batch.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::conn::Slot;
 
@@ -14,7 +20,10 @@ use crate::conn::Slot;
 #[derive(Default)]
 pub(crate) struct Queue {
     inner: Mutex<Inner>,
+    /// Wakes workers: there is work.
     ready: Condvar,
+    /// Wakes the loop: the queue ran dry.
+    hungry: Condvar,
 }
 
 #[derive(Default)]
@@ -24,6 +33,8 @@ struct Inner {
     sleeping: usize,
     /// Set at the end of shutdown: `pop` returns `None` once the queue is empty.
     stopped: bool,
+    /// The loop is waiting in `wait_until_hungry`.
+    loop_waiting: bool,
 }
 
 impl Queue {
@@ -47,6 +58,10 @@ impl Queue {
         let mut inner = self.lock();
         loop {
             if let Some(slot) = inner.items.pop_front() {
+                if inner.items.is_empty() && inner.loop_waiting {
+                    inner.loop_waiting = false;
+                    self.hungry.notify_one();
+                }
                 return Some(slot);
             }
             if inner.stopped {
@@ -56,6 +71,25 @@ impl Queue {
             inner = self.ready.wait(inner).unwrap_or_else(|e| e.into_inner());
             inner.sleeping -= 1;
         }
+    }
+
+    /// Loop: waits until the queue is empty (a worker took the last item), at most `timeout`.
+    pub fn wait_until_hungry(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.lock();
+        while !inner.items.is_empty() && !inner.stopped {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            inner.loop_waiting = true;
+            inner = self
+                .hungry
+                .wait_timeout(inner, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        inner.loop_waiting = false;
     }
 
     /// Lets the workers finish what is queued and then return from `pop`.
