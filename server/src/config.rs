@@ -245,6 +245,7 @@ struct RawRoute {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_connections: Option<Spanned<i64>>,
+    max_queued: Option<Spanned<i64>>,
     max_head_bytes: Option<Spanned<i64>>,
     max_target_bytes: Option<Spanned<i64>>,
     max_headers: Option<Spanned<i64>>,
@@ -281,6 +282,14 @@ impl RawLimits {
             10_000_000,
             "max_connections",
             &mut l.max_connections,
+            |n| n as usize,
+        )?;
+        set(
+            self.max_queued,
+            1,
+            10_000_000,
+            "max_queued",
+            &mut l.max_queued,
             |n| n as usize,
         )?;
         set(

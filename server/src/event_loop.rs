@@ -5,7 +5,7 @@
 //! a handler or loads a plugin. The structure follows mio's `tcp_server` example: a token per
 //! source and a table of connections, with `accept` drained until `WouldBlock`.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -14,6 +14,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::conn::{Conn, Slot};
 use crate::control::{self, ControlMsg};
+use crate::http::encode::{DateCache, encode_busy};
 use crate::server::Shared;
 
 /// What the loop runs on a `Reload` message: it must hand the work to another thread.
@@ -41,6 +42,10 @@ pub(crate) struct EventLoop {
     shared: Arc<Shared>,
     /// Slots made ready by one poll, queued together.
     batch: Vec<Arc<Slot>>,
+    /// Slots that found the queue full, answered `503` by the loop.
+    overflow: Vec<Arc<Slot>>,
+    /// For the `Date` of those `503`s.
+    date: DateCache,
     /// Accepting stopped at `max_connections`; resumes when a connection closes.
     at_capacity: bool,
     /// Accepting paused after `EMFILE`/`ENFILE` until this time (clock ms).
@@ -73,6 +78,8 @@ impl EventLoop {
             open: 0,
             shared,
             batch: Vec::new(),
+            overflow: Vec::new(),
+            date: DateCache::new(),
             at_capacity: false,
             retry_accept_at: None,
             drain_deadline: None,
@@ -115,7 +122,7 @@ impl EventLoop {
                     }
                 }
             }
-            self.shared.queue.push_batch(&mut self.batch);
+            self.queue_batch();
             // Let the workers eat before polling again: the next poll then brings a batch.
             let now = clock.now();
             let until_tick = next_tick.saturating_sub(now).clamp(1, HUNGRY_WAIT_MS);
@@ -247,7 +254,42 @@ impl EventLoop {
                 self.batch.push(Arc::clone(slot));
             }
         }
-        self.shared.queue.push_batch(&mut self.batch);
+        self.queue_batch();
+    }
+
+    /// Hands the batch to the workers; what does not fit in the queue is refused with `503`.
+    fn queue_batch(&mut self) {
+        let capacity = self.shared.limits.load().max_queued;
+        self.shared
+            .queue
+            .push_batch(&mut self.batch, capacity, &mut self.overflow);
+        for slot in std::mem::take(&mut self.overflow) {
+            self.refuse(&slot);
+        }
+    }
+
+    /// Answers a connection the workers have no room for: `503` with `Retry-After`, then close. The
+    /// loop owns the slot (it queued it, so no worker has it). Its pending input is read and
+    /// dropped first, so that closing does not reset the connection under the response.
+    fn refuse(&mut self, slot: &Slot) {
+        let mut conn = slot.conn();
+        if let Some(stream) = conn.stream.as_mut() {
+            let mut sink = [0u8; 4096];
+            for _ in 0..16 {
+                match stream.read(&mut sink) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+            let mut out = Vec::with_capacity(256);
+            encode_busy(&mut out, self.date.now());
+            let _ = stream.write(&out);
+            tracing::debug!(peer = %conn.peer, "refused: the work queue is full");
+        }
+        *conn = Conn::closed(conn.token, conn.peer);
+        drop(conn);
+        slot.close();
+        self.forget(slot.token);
     }
 
     /// Closes idle connections whose deadline is before `now` (all idle ones for `u64::MAX`).

@@ -48,5 +48,7 @@ pub mod request {
 }
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod plugin;

@@ -10,6 +10,9 @@ use std::time::Duration;
 pub struct Limits {
     /// Open connections at most; at the limit the loop stops accepting until one closes.
     pub max_connections: usize,
+    /// Connections waiting for a worker at most. Past it, a ready connection is answered `503`
+    /// with `Retry-After` at once instead of waiting behind the others.
+    pub max_queued: usize,
     /// Bytes of the request head (request line and headers) at most; more is refused with 431.
     pub max_head_bytes: usize,
     /// Bytes of the request target at most; more is refused with 414.
@@ -40,6 +43,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 10_000,
+            max_queued: 1024,
             max_head_bytes: 16 * 1024,
             max_target_bytes: 8 * 1024,
             max_headers: 100,

@@ -38,13 +38,21 @@ struct Inner {
 }
 
 impl Queue {
-    /// Queues a batch (emptying it) and wakes sleeping workers for it.
-    pub fn push_batch(&self, batch: &mut Vec<Arc<Slot>>) {
+    /// Queues a batch (emptying it), up to `capacity` queued in all, and wakes sleeping workers
+    /// for it. What does not fit goes to `overflow`.
+    pub fn push_batch(
+        &self,
+        batch: &mut Vec<Arc<Slot>>,
+        capacity: usize,
+        overflow: &mut Vec<Arc<Slot>>,
+    ) {
         if batch.is_empty() {
             return;
         }
         let wake = {
             let mut inner = self.lock();
+            let room = capacity.saturating_sub(inner.items.len()).min(batch.len());
+            overflow.extend(batch.drain(room..));
             inner.items.extend(batch.drain(..));
             inner.sleeping.min(inner.items.len())
         };

@@ -585,3 +585,258 @@ fn shutdown_at_any_moment_of_startup_returns() {
         thread.join().unwrap().unwrap();
     }
 }
+
+/// A handler that blocks on `/block` until the returned sender sends, and says when it started.
+fn gated() -> (
+    std::sync::mpsc::Sender<()>,
+    Arc<AtomicUsize>,
+    impl Fn(&Request<'_>) -> Response + Send + Sync + 'static,
+) {
+    let (proceed, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let started = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&started);
+    let handler = move |r: &Request<'_>| {
+        if r.path() == "/block" {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let _ = gate.lock().unwrap().recv();
+        }
+        ResponseBuilder::empty_200()
+            .body(r.path().to_owned())
+            .build()
+            .unwrap()
+    };
+    (proceed, started, handler)
+}
+
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::yield_now();
+    }
+}
+
+#[test]
+fn a_full_queue_answers_503_with_retry_after() {
+    let (proceed, started, handler) = gated();
+    let limits = Limits {
+        max_queued: 1,
+        ..Limits::default()
+    };
+    let server = AIOServer::new(1, "127.0.0.1:0", handler).with_limits(limits);
+    let handle = server.handle();
+    let thread = thread::spawn(move || server.start());
+    let addr = handle.ready().unwrap();
+    let mut busy = Client::connect(addr);
+    busy.send(get("/block"));
+    wait_until("the only worker is busy", || {
+        started.load(Ordering::SeqCst) == 1
+    });
+    let mut second = Client::connect(addr);
+    let mut third = Client::connect(addr);
+    second.send(get("/second"));
+    third.send(get("/third"));
+    // One of the two fits in the queue; the other is refused at once.
+    let (mut refused, mut queued) = (Vec::new(), Vec::new());
+    for (c, path) in [(&mut second, "/second"), (&mut third, "/third")] {
+        c.stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut peek = [0u8; 1];
+        match c.stream.peek(&mut peek) {
+            Ok(_) => refused.push(c.reply()),
+            Err(_) => queued.push(path),
+        }
+    }
+    assert_eq!(
+        (refused.len(), queued.len()),
+        (1, 1),
+        "refused: {refused:?}"
+    );
+    let r = &refused[0];
+    assert_eq!(
+        (r.status, r.header("retry-after"), r.header("connection")),
+        (503, Some("1"), Some("close"))
+    );
+    assert!(r.header("date").is_some());
+    proceed.send(()).unwrap();
+    assert_eq!(busy.reply().text(), "/block");
+    for c in [&mut second, &mut third] {
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+    }
+    let served = if queued[0] == "/second" {
+        &mut second
+    } else {
+        &mut third
+    };
+    assert_eq!(served.reply().text(), queued[0]);
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_slow_handler_occupies_one_worker_not_the_server() {
+    let (proceed, started, handler) = gated();
+    let server = TestServer::with_handler(Limits::default(), handler);
+    let mut slow = server.connect();
+    slow.send(get("/block"));
+    wait_until("the slow handler runs", || {
+        started.load(Ordering::SeqCst) == 1
+    });
+    for i in 0..50 {
+        assert_eq!(
+            server.connect().send(get(&format!("/{i}"))).reply().text(),
+            format!("/{i}")
+        );
+    }
+    proceed.send(()).unwrap();
+    assert_eq!(slow.reply().text(), "/block");
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_at_the_write_timeout() {
+    let body = Arc::new(vec![b'x'; 32 << 20]);
+    let served = Arc::clone(&body);
+    let limits = Limits {
+        write_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let server = TestServer::with_handler(limits, move |r| {
+        let body: &[u8] = if r.path() == "/big" {
+            &served
+        } else {
+            b"small"
+        };
+        ResponseBuilder::empty_200().body(body).build().unwrap()
+    });
+    let mut stalled = server.connect();
+    stalled.send(get("/big"));
+    // Others are served while the stalled client holds its response.
+    for _ in 0..20 {
+        assert_eq!(server.connect().send(get("/")).reply().text(), "small");
+    }
+    // Sleep past the write timeout without reading, then read what the server managed to send.
+    thread::sleep(Duration::from_millis(2000));
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        match stalled.stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(
+        got < body.len(),
+        "the whole body arrived: the server never gave up"
+    );
+}
+
+#[test]
+fn client_faults_leave_the_server_serving() {
+    let server = TestServer::start(Limits::default());
+    // Disconnect mid-request.
+    server
+        .connect()
+        .send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf");
+    server.connect().send("GET / HTT");
+    // Disconnect mid-response: ask for a large answer, read a little, close with data unread (the
+    // kernel resets the connection).
+    let big = TestServer::with_handler(Limits::default(), |_| {
+        ResponseBuilder::empty_200()
+            .body(vec![b'y'; 8 << 20])
+            .build()
+            .unwrap()
+    });
+    for _ in 0..5 {
+        let mut c = big.connect();
+        c.send(get("/"));
+        let mut some = [0u8; 1000];
+        let _ = c.stream.read(&mut some);
+    }
+    assert_eq!(big.connect().send(get("/")).reply().body.len(), 8 << 20);
+    assert_eq!(
+        server
+            .connect()
+            .send(get("/after"))
+            .reply()
+            .header("x-path"),
+        Some("/after")
+    );
+}
+
+/// Any split of a valid request stream gets the same responses as the stream in one piece.
+#[test]
+fn any_split_of_a_request_stream_parses_the_same() {
+    let server = TestServer::start(Limits::default());
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for round in 0..40 {
+        let mut stream = Vec::new();
+        let count = 1 + next(4);
+        for i in 0..count {
+            let body: String = (0..next(40))
+                .map(|k| (b'a' + (k % 26) as u8) as char)
+                .collect();
+            let req = match next(3) {
+                0 => format!(
+                    "GET /r{round}/{i}?q={} HTTP/1.1\r\nHost: x\r\nX-N: {i}\r\n\r\n",
+                    next(1000)
+                ),
+                1 => format!(
+                    "POST /r{round}/{i} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ),
+                _ => {
+                    let mut chunked = String::new();
+                    let mut rest = body.as_str();
+                    while !rest.is_empty() {
+                        let n = (1 + next(10) as usize).min(rest.len());
+                        chunked.push_str(&format!("{n:x};e=1\r\n{}\r\n", &rest[..n]));
+                        rest = &rest[n..];
+                    }
+                    format!(
+                        "PUT /r{round}/{i} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}0\r\nT: 1\r\n\r\n"
+                    )
+                }
+            };
+            stream.extend_from_slice(req.as_bytes());
+        }
+        let responses = |pieces: Vec<&[u8]>| {
+            let mut c = server.connect();
+            c.stream.set_nodelay(true).unwrap();
+            for piece in pieces {
+                c.send(piece);
+                thread::yield_now();
+            }
+            (0..count)
+                .map(|_| {
+                    let r = c.reply();
+                    let head: Vec<&str> =
+                        r.head.lines().filter(|l| !l.starts_with("date:")).collect();
+                    (head.join("\n"), r.body)
+                })
+                .collect::<Vec<_>>()
+        };
+        let whole = responses(vec![&stream]);
+        let mut cuts: Vec<usize> = (0..1 + next(6))
+            .map(|_| next(stream.len() as u64) as usize)
+            .collect();
+        cuts.sort();
+        cuts.dedup();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for cut in cuts.into_iter().chain([stream.len()]) {
+            pieces.push(&stream[at..cut]);
+            at = cut;
+        }
+        assert_eq!(responses(pieces), whole, "round {round}");
+    }
+}

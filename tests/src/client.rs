@@ -127,6 +127,18 @@ impl Client {
         reply
     }
 
+    /// Reads one response, or `None` when the connection closes before any byte of one arrived
+    /// (the server had not read the request).
+    ///
+    /// # Panics
+    /// If the connection closes in the middle of a response.
+    pub fn try_reply(&mut self) -> Option<Reply> {
+        if self.buf.is_empty() && self.fill() == 0 {
+            return None;
+        }
+        Some(self.reply())
+    }
+
     /// Reads one response to a request that was not `HEAD`.
     pub fn reply(&mut self) -> Reply {
         self.reply_to(false)

@@ -25,6 +25,7 @@ const PACKAGES: &[&str] = &[
     "init-fails",
     "wrong-abi",
     "no-symbol",
+    "raw-bad",
 ];
 
 /// The workspace's root folder.
@@ -168,7 +169,22 @@ impl HostProcess {
     /// Runs the binary in `dir` with `--config dir/config.toml --plugins dir/plugins --listen
     /// 127.0.0.1:0` and `args`, without waiting for it.
     pub fn spawn(dir: &Path, args: &[&str]) -> HostProcess {
-        let mut child = Command::new(artifact("mini-async-http"))
+        Self::spawn_wrapped(dir, args, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn), run through a wrapper command, such as
+    /// `["prlimit", "--nofile=64"]`.
+    pub fn spawn_wrapped(dir: &Path, args: &[&str], wrapper: &[&str]) -> HostProcess {
+        let binary = artifact("mini-async-http");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg("--").arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
+        let mut child = command
             .current_dir(dir)
             .arg("--config")
             .arg(dir.join("config.toml"))
@@ -252,6 +268,38 @@ impl HostProcess {
             let wait = (deadline - now).min(Duration::from_millis(200));
             lines = self.log.grew.wait_timeout(lines, wait).unwrap().0;
         }
+    }
+
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The host's CPU time so far (user + system), from `/proc`.
+    ///
+    /// # Panics
+    /// If `/proc/PID/stat` cannot be read.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// How many descriptors the host has open, from `/proc`.
+    ///
+    /// # Panics
+    /// If `/proc/PID/fd` cannot be read.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("fd dir")
+            .count()
     }
 
     /// Sends `signal` (e.g. `"TERM"`, `"HUP"`) to the host.

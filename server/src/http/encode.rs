@@ -66,6 +66,21 @@ pub(crate) fn encode_error(out: &mut Vec<u8>, status: u16, why: &str, date: &[u8
     out.push(b'\n');
 }
 
+/// Appends the `503` for a server too busy to queue the request, with `Retry-After` (RFC 9110
+/// §10.2.3, §15.6.4).
+pub(crate) fn encode_busy(out: &mut Vec<u8>, date: &[u8]) {
+    const WHY: &str = "server busy, retry shortly\n";
+    status_line(out, 503);
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(date);
+    out.extend_from_slice(
+        b"\r\nretry-after: 1\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ",
+    );
+    push_decimal(out, WHY.len() as u64);
+    out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
+    out.extend_from_slice(WHY.as_bytes());
+}
+
 /// The interim `100 Continue` (RFC 9110 §15.2.1).
 pub(crate) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 

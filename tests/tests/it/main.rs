@@ -4,6 +4,7 @@
 mod config;
 mod fixtures;
 mod guide;
+mod hardening;
 mod plugins;
 mod reload;
 mod routing;
