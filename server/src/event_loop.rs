@@ -184,6 +184,8 @@ impl EventLoop {
                     continue;
                 }
             };
+            // On Linux the socket inherited TCP_NODELAY from the listener (see `server::bind`).
+            #[cfg(not(target_os = "linux"))]
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
             }

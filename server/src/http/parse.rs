@@ -5,6 +5,34 @@
 //! the message's framing ambiguous is refused here, before any handler runs: a request smuggled
 //! past one parser and not another starts with a guess, and this parser never guesses. Body bytes
 //! are left to `body.rs`.
+//!
+//! # Framing, rule by rule
+//! Every refusal is answered with its status and the connection is closed after a lingering
+//! half-close (`worker.rs`). Tests: `ambiguous_framing_is_refused`, `malformed_heads_are_400`,
+//! `framing_by_length_and_chunked` here, `refuses_bad_framing` in `body.rs`, and
+//! `refuses_bad_requests_with_the_right_status_and_closes` in `server/tests/http.rs`.
+//!
+//! | RFC 9112 | rule | here |
+//! |---|---|---|
+//! | §2.2 | bare CR in a field | 400 (httparse) |
+//! | §3 | request line: one SP between parts | 400 (httparse) |
+//! | §3.2 | HTTP/1.1 needs exactly one `Host` | 400 |
+//! | §3.2 | targets: origin-, absolute-, asterisk-form (`OPTIONS` only) | others 400 |
+//! | §5.1 | whitespace between field name and colon | 400 |
+//! | §5.2 | obs-fold (line folding) in a request | 400 |
+//! | §6.1 | `Transfer-Encoding` in an HTTP/1.0 request is faulty framing | 400 |
+//! | §6.1 | chunked must be the final coding, applied once | 400 |
+//! | §6.1 | a coding the server does not understand (SHOULD 501) | 400: only `chunked` is accepted |
+//! | §6.1, §6.3 (3) | both `Transfer-Encoding` and `Content-Length` | 400, never "TE wins" |
+//! | §6.2, §6.3 (5) | `Content-Length` not `1*DIGIT`, or differing values | 400 |
+//! | §6.3 (5) | a list of identical `Content-Length` values | accepted as one |
+//! | §6.3 (6) | `Content-Length` larger than allowed | 413 |
+//! | §6.3 (7) | neither header: no body | length 0 |
+//! | §7.1 | chunk-size overflow (a numeral too large) | 400 |
+//! | §7.1, §2.2 | chunk lines end in CRLF; a bare LF is refused | 400 |
+//! | §7.1.1 | chunk extensions ignored, at most 4 KiB a line | longer 400 |
+//! | §7.1.2 | trailer fields read and dropped, at most 16 KiB | more 431 |
+//! | RFC 9110 §10.1.1 | `Expect` other than `100-continue` | 417 |
 
 use std::mem::MaybeUninit;
 
