@@ -7,6 +7,13 @@ cd "$(dirname "$0")"
 seconds=${1:-600}
 for target in parse_head bodies config; do
     echo "== $target: ${seconds} s"
-    RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 \
-        2>&1 | grep -E "^(#[0-9]+ +DONE|Done|==[0-9]+==|SUMMARY|INFO: seed)|panicked|stat::" || true
+    log="target/$target.log"
+    mkdir -p target
+    if RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 \
+        -print_final_stats=1 >"$log" 2>&1; then
+        grep -E "^Done|stat::number_of_executed_units|stat::peak_rss_mb" "$log"
+    else
+        tail -n 40 "$log"
+        exit 1
+    fi
 done

@@ -113,9 +113,11 @@ impl<'a> ResponseView<'a> {
         }
         let mut rest = head;
         while !rest.is_empty() {
+            // A value holds no CR (checked below), so the first CR ends the line.
             let end = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
+                .iter()
+                .position(|&b| b == b'\r')
+                .filter(|&i| rest.get(i + 1) == Some(&b'\n'))
                 .ok_or(Error::MalformedHeaderLines)?;
             let line = &rest[..end];
             let colon = line
@@ -124,7 +126,7 @@ impl<'a> ResponseView<'a> {
                 .ok_or(Error::MalformedHeaderLines)?;
             let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
             check_field(name, value)?;
-            if reserved(name) || name.eq_ignore_ascii_case(b"connection") {
+            if reserved(name) || (name.len() == 10 && name.eq_ignore_ascii_case(b"connection")) {
                 return Err(Error::ReservedHeader(String::from_utf8_lossy(name).into()));
             }
             rest = &rest[end + 2..];
@@ -219,6 +221,7 @@ impl ResponseBuilder {
             return self;
         }
         let head = &mut self.response.head;
+        head.reserve(name.len() + value.len() + 4);
         head.extend_from_slice(name.as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value);
@@ -360,15 +363,35 @@ fn check_field(name: &[u8], value: &[u8]) -> Result<(), Error> {
 
 /// Headers the server writes itself.
 fn reserved(name: &[u8]) -> bool {
-    [&b"content-length"[..], b"transfer-encoding", b"date"]
-        .iter()
-        .any(|r| name.eq_ignore_ascii_case(r))
+    match name.len() {
+        4 => name.eq_ignore_ascii_case(b"date"),
+        14 => name.eq_ignore_ascii_case(b"content-length"),
+        17 => name.eq_ignore_ascii_case(b"transfer-encoding"),
+        _ => false,
+    }
 }
 
 /// `tchar` of RFC 9110 §5.6.2.
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
+
+/// [`is_tchar`] as a table: header names are checked on every response a plugin returns.
+static TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.'
+            )
+            || matches!(c, b'^' | b'_' | b'`' | b'|' | b'~');
+        b += 1;
+    }
+    table
+};
 
 /// Iterates `name: value\r\n` lines; yields `None` for a malformed line.
 struct HeaderLines<'a>(&'a [u8]);

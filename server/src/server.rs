@@ -346,7 +346,10 @@ enum Phase {
 /// which saves a `setsockopt` per connection (elsewhere the loop sets it on each socket).
 fn bind(addr: &str) -> io::Result<mio::net::TcpListener> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
-    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "the address resolves to nothing");
+    let mut last = io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "the address resolves to nothing",
+    );
     for resolved in addr.to_socket_addrs().map_err(named)? {
         let listen = || -> io::Result<mio::net::TcpListener> {
             let domain = socket2::Domain::for_address(resolved);

@@ -150,6 +150,8 @@ impl Worker {
         if buf.data.is_empty() {
             buf = InBuf::with_capacity(READ_BUF);
         }
+        // One clock read per turn for every response it encodes.
+        self.date.refresh();
         let next = self.serve(shared, &limits, conn, &mut buf, now, hup);
         self.stash(conn, buf);
         next
@@ -396,7 +398,7 @@ impl Worker {
         let head_only = head.method == "HEAD";
         let mut close = None;
         {
-            let date = self.date.now();
+            let date = self.date.get();
             let out = &mut self.out;
             let mut encode_into = |view: ResponseView<'_>| {
                 if close.is_none() {
@@ -423,7 +425,7 @@ impl Worker {
         }
         // The request was read whole, so the connection can go on after the 500.
         let closing = !head.keep_alive || draining();
-        let date = self.date.now();
+        let date = self.date.get();
         let persist = persist(head.version, closing);
         encode(
             &mut self.out,
@@ -446,7 +448,7 @@ impl Worker {
 
     fn reject(&mut self, conn: &Conn, reject: Reject) -> Step {
         tracing::debug!(peer = %conn.peer, status = reject.status, "refused request: {}", reject.why);
-        let date = self.date.now();
+        let date = self.date.get();
         encode_error(&mut self.out, reject.status, reject.why, date);
         Step::Close { linger: true }
     }

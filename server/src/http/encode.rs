@@ -129,8 +129,19 @@ impl DateCache {
         }
     }
 
+    /// The time of the last [`refresh`](Self::refresh), in IMF-fixdate form (RFC 9110 §5.6.7).
+    pub fn get(&self) -> &[u8] {
+        &self.text
+    }
+
     /// The current time in IMF-fixdate form (RFC 9110 §5.6.7).
     pub fn now(&mut self) -> &[u8] {
+        self.refresh();
+        &self.text
+    }
+
+    /// Reads the clock and reformats if the second changed.
+    pub fn refresh(&mut self) {
         let second = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -138,7 +149,6 @@ impl DateCache {
             self.second = second;
             self.text = imf_fixdate(second);
         }
-        &self.text
     }
 }
 
