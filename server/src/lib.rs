@@ -52,3 +52,4 @@ pub mod config;
 pub mod fuzzing;
 pub mod host;
 pub mod plugin;
+pub mod scaffold;

@@ -1,19 +1,45 @@
 //! The host binary: reads arguments, installs logging and signal handling, loads `config.toml`,
-//! and serves the plugins folder. Everything else is in the library.
+//! and serves the plugins folder, checks it, or writes a new plugin. Everything else is in the
+//! library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use mini_async_http::config::{Config, Overrides};
 use mini_async_http::host::Host;
+use mini_async_http::plugin::Registry;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 /// Serves HTTP/1.1 with request handlers loaded from plugins (*.so) in a folder.
 #[derive(Parser)]
-#[command(version, after_help = EXAMPLES)]
+#[command(version, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: HostArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the plugins folder (the default)
+    Serve(HostArgs),
+    /// Check config.toml and load every plugin without serving; exit 1 on any problem
+    Check(HostArgs),
+    /// Write a new plugin crate that builds and serves on the first try
+    NewPlugin {
+        /// The plugin's name: it is served at /NAME
+        name: String,
+        /// The folder to create the crate in
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        path: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+struct HostArgs {
     /// The configuration file [default: config.toml, optional]
     #[arg(long, short, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -32,19 +58,31 @@ const EXAMPLES: &str = "\
 Examples:
   mini-async-http                                   serve ./plugins as config.toml says
   mini-async-http --listen 0.0.0.0:8080 --workers 4
-  RUST_LOG=debug mini-async-http --config /etc/mini-async-http.toml
+  mini-async-http check --config /etc/mini-async-http.toml
+  mini-async-http new-plugin greeter && cd greeter && cargo build --release
+  RUST_LOG=debug mini-async-http
 
-Plugins and config.toml are reloaded when they change. Signals: SIGTERM or SIGINT drain and\nexit; SIGHUP reloads the configuration and rescans the plugins folder.";
+Plugins and config.toml are reloaded when they change. Signals: SIGTERM or SIGINT drain and
+exit; SIGHUP reloads the configuration and rescans the plugins folder.
+Exit codes: 0 done, 1 a problem (printed), 2 bad arguments.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    let quiet = !matches!(command, Command::Serve(_));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    match run(cli) {
+    let result = match command {
+        Command::Serve(args) => serve(args),
+        Command::Check(args) => check(args),
+        Command::NewPlugin { name, path } => new_plugin(&name, &path),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -53,19 +91,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let (path, required) = match cli.config {
+/// The configuration from the file and the flags, and the file to watch (if any).
+fn configure(args: HostArgs) -> anyhow::Result<(Config, Option<PathBuf>, Overrides)> {
+    let (path, required) = match args.config {
         Some(path) => (path, true),
         None => (PathBuf::from("config.toml"), false),
     };
     let mut config = Config::load(&path, required)?;
     let overrides = Overrides {
-        listen: cli.listen,
-        plugins_dir: cli.plugins,
-        workers: cli.workers.map(usize::from),
+        listen: args.listen,
+        plugins_dir: args.plugins,
+        workers: args.workers.map(usize::from),
     };
     overrides.apply(&mut config);
     let watched = (required || path.exists()).then_some(path);
+    Ok((config, watched, overrides))
+}
+
+fn serve(args: HostArgs) -> anyhow::Result<()> {
+    let (config, watched, overrides) = configure(args)?;
     let host = Host::new(config, watched, overrides).context("cannot start the host")?;
     let handle = host.handle();
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
@@ -84,5 +128,80 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         })?;
     host.run()?;
+    Ok(())
+}
+
+/// Like `nginx -t`: everything `serve` would do before listening, reported.
+fn check(args: HostArgs) -> anyhow::Result<()> {
+    let (config, watched, _) = configure(args)?;
+    let file = watched.map_or("(no config file: defaults)".into(), |p| {
+        p.display().to_string()
+    });
+    println!(
+        "{file}: ok: listen {}, {} workers, plugins in {}",
+        config.listen,
+        config.workers,
+        config.plugins_dir.display()
+    );
+    let registry = Registry::new(
+        &config.plugins_dir,
+        config.plugin_settings.clone(),
+        config.routes.clone(),
+    )?;
+    if !config.plugins_dir.is_dir() {
+        anyhow::bail!(
+            "the plugins folder {} does not exist",
+            config.plugins_dir.display()
+        );
+    }
+    let refused = registry.scan();
+    for info in registry.plugins() {
+        let file = info
+            .file
+            .as_deref()
+            .map_or("-".into(), |f| f.display().to_string());
+        let routes = info.routes.join(" ");
+        match &info.generation {
+            Some(g) => println!(
+                "plugin {} {} (ABI {}): ok, from {file}, serves {routes}",
+                info.name,
+                g.version,
+                plugin_api::abi::ABI_VERSION
+            ),
+            None => println!(
+                "plugin {}: not loaded, from {file}, serves {routes} (503)",
+                info.name
+            ),
+        }
+    }
+    for (path, e) in &refused {
+        println!("{}: refused: {e}", path.display());
+    }
+    let dangling = registry.dangling_routes();
+    for route in &dangling {
+        println!(
+            "route {}: plugin {} has no file in the plugins folder (503)",
+            route.prefix, route.plugin
+        );
+    }
+    let problems = refused.len() + dangling.len();
+    if problems > 0 {
+        anyhow::bail!("{problems} problem(s) found");
+    }
+    println!("all good");
+    Ok(())
+}
+
+fn new_plugin(name: &str, dir: &Path) -> anyhow::Result<()> {
+    // Where this binary's plugin-api was when it was built: the crate to depend on.
+    let api = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("plugin-api");
+    let api = api.canonicalize().unwrap_or(api);
+    let root = mini_async_http::scaffold::new_plugin(name, dir, &api)?;
+    let lib = name.replace('-', "_");
+    println!("wrote {}", root.display());
+    println!("  cd {} && cargo build --release", root.display());
+    println!("  cp target/release/lib{lib}.so PLUGINS_FOLDER/   # then: curl localhost:7878/{lib}");
     Ok(())
 }

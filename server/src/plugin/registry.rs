@@ -20,6 +20,18 @@ use plugin_api::{Request, Response, ResponseBuilder, ResponseView, abi::ABI_VERS
 use crate::Handler;
 use crate::plugin::{Generation, LoadError, PluginFile};
 
+/// One mounted plugin, for `check` and status pages.
+pub struct PluginInfo {
+    /// The plugin's name (`/NAME`).
+    pub name: String,
+    /// Its file in the plugins folder.
+    pub file: Option<PathBuf>,
+    /// The generation serving it, if one loaded.
+    pub generation: Option<Arc<Generation>>,
+    /// The prefixes it serves.
+    pub routes: Vec<String>,
+}
+
 /// A route from `config.toml`: `prefix` is served by the plugin `plugin`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
@@ -278,6 +290,37 @@ impl Registry {
         for path in changed {
             let _ = self.load(&path);
         }
+    }
+
+    /// What is mounted: one entry per plugin name, loaded or not, by name.
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        let table = self.table.load();
+        self.lock()
+            .mounts
+            .iter()
+            .map(|(name, m)| PluginInfo {
+                name: name.clone(),
+                file: m.file.clone(),
+                generation: m.mount.current.load_full(),
+                routes: table
+                    .routes
+                    .iter()
+                    .filter(|(_, _, plugin)| plugin == name)
+                    .map(|(prefix, _, _)| prefix.clone())
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Configured routes whose plugin has no file in the folder (they answer 503).
+    pub fn dangling_routes(&self) -> Vec<RouteSpec> {
+        let inner = self.lock();
+        inner
+            .routes
+            .iter()
+            .filter(|r| !inner.mounts.contains_key(&r.plugin))
+            .cloned()
+            .collect()
     }
 
     /// The generation serving `name` now, if any.
