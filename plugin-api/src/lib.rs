@@ -109,12 +109,14 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+mod helpers;
 mod log;
 mod plugin;
 mod request;
 mod response;
 mod settings;
 
+pub use helpers::percent_decode;
 pub use log::Level;
 pub use plugin::{InitError, NoConfig, Plugin};
 pub use request::{Header, Request, RequestParts, Version, split_target};

@@ -68,7 +68,7 @@ impl Plugin for Kv {
                 }
             }
             ("PUT", key) => {
-                let Ok(value) = serde_json::from_slice::<Value>(request.body()) else {
+                let Ok(value) = request.json::<Value>() else {
                     return error(400, "the body is not JSON");
                 };
                 let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
@@ -107,8 +107,7 @@ impl Plugin for Kv {
 
 fn json_response(status: u16, value: &Value) -> Response {
     ResponseBuilder::new(status)
-        .content_type("application/json")
-        .body(value.to_string())
+        .json(value)
         .build()
         .expect("constant headers are valid")
 }
