@@ -12,6 +12,10 @@
 //! max_body_bytes = 8388608
 //! header_timeout_ms = 15000
 //!
+//! [log]
+//! level = "info"              # when RUST_LOG is not set
+//! access = true               # one line per request
+//!
 //! [[routes]]                  # more mounts; every plugin NAME is also at /NAME
 //! prefix = "/api/kv"
 //! plugin = "kv"
@@ -49,6 +53,11 @@ pub struct Config {
     pub plugin_settings: BTreeMap<String, String>,
     /// How long the plugins folder must be quiet before a changed file is reloaded.
     pub reload_debounce: Duration,
+    /// The log level when `RUST_LOG` is not set: error, warn, info, debug or trace.
+    pub log_level: String,
+    /// Log one line per request (target `access`, Common Log Format plus duration, plugin and
+    /// generation).
+    pub access_log: bool,
 }
 
 impl Default for Config {
@@ -61,6 +70,8 @@ impl Default for Config {
             routes: Vec::new(),
             plugin_settings: BTreeMap::new(),
             reload_debounce: Duration::from_millis(150),
+            log_level: "info".into(),
+            access_log: false,
         }
     }
 }
@@ -180,6 +191,23 @@ impl Config {
                     .map_err(|m| at(Some(ms.span()), m))?,
             );
         }
+        if let Some(log) = raw.log {
+            if let Some(level) = log.level {
+                let known = ["error", "warn", "info", "debug", "trace"];
+                if !known.contains(&level.get_ref().as_str()) {
+                    return Err(at(
+                        Some(level.span()),
+                        format!(
+                            "log.level: {:?} is not one of {}",
+                            level.get_ref(),
+                            known.join(", ")
+                        ),
+                    ));
+                }
+                config.log_level = level.into_inner();
+            }
+            config.access_log = log.access.unwrap_or(false);
+        }
         if let Some(limits) = raw.limits {
             config.limits = limits
                 .apply(Limits::default())
@@ -228,10 +256,18 @@ struct RawConfig {
     plugins_dir: Option<Spanned<String>>,
     reload_debounce_ms: Option<Spanned<i64>>,
     limits: Option<RawLimits>,
+    log: Option<RawLog>,
     #[serde(default)]
     routes: Vec<RawRoute>,
     #[serde(default)]
     plugins: BTreeMap<String, toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<Spanned<String>>,
+    access: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -484,6 +520,10 @@ count = 2
         let e = parse("listen = \"nowhere\"\n").unwrap_err();
         assert_eq!(e.line, Some(1));
         assert!(e.message.contains("listen"), "{e}");
+
+        let e = parse("[log]\nlevel = \"loud\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("log.level"), "{e}");
 
         let e = parse("workers = [\n").unwrap_err();
         assert_eq!(e.line, Some(1));

@@ -73,6 +73,7 @@ impl Host {
                 "the plugins folder does not exist: no plugins loaded"
             );
         }
+        registry.set_access_log(config.access_log);
         registry.scan();
         let (wake, woken) = mpsc::channel::<u64>();
         let handler = Arc::clone(&registry);
@@ -238,6 +239,7 @@ impl Reloader {
                 tracing::warn!("limits not applied: {e}");
             }
         }
+        self.registry.set_access_log(new.access_log);
         self.registry
             .reconfigure(new.plugin_settings.clone(), new.routes.clone());
         tracing::info!(file = %path.display(), "configuration reloaded");

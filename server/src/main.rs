@@ -69,14 +69,6 @@ Exit codes: 0 done, 1 a problem (printed), 2 bad arguments.";
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
-    let quiet = !matches!(command, Command::Serve(_));
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let result = match command {
         Command::Serve(args) => serve(args),
         Command::Check(args) => check(args),
@@ -108,8 +100,19 @@ fn configure(args: HostArgs) -> anyhow::Result<(Config, Option<PathBuf>, Overrid
     Ok((config, watched, overrides))
 }
 
+/// Logs to standard error at `RUST_LOG`, or else at `level`.
+fn install_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn serve(args: HostArgs) -> anyhow::Result<()> {
     let (config, watched, overrides) = configure(args)?;
+    install_logging(&config.log_level);
     let host = Host::new(config, watched, overrides).context("cannot start the host")?;
     let handle = host.handle();
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
@@ -133,6 +136,7 @@ fn serve(args: HostArgs) -> anyhow::Result<()> {
 
 /// Like `nginx -t`: everything `serve` would do before listening, reported.
 fn check(args: HostArgs) -> anyhow::Result<()> {
+    install_logging("warn");
     let (config, watched, _) = configure(args)?;
     let file = watched.map_or("(no config file: defaults)".into(), |p| {
         p.display().to_string()

@@ -175,6 +175,22 @@ fn imf_fixdate(secs: u64) -> [u8; 29] {
     out
 }
 
+/// `10/Oct/2000:13:55:36 +0000`, the time of Common Log Format lines, for seconds since the epoch.
+pub(crate) fn clf_time(secs: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 fn two_digits(out: &mut [u8], n: u64) {
     out[0] = b'0' + (n / 10 % 10) as u8;
     out[1] = b'0' + (n % 10) as u8;
@@ -199,6 +215,11 @@ mod tests {
     use plugin_api::ResponseBuilder;
 
     use super::*;
+
+    #[test]
+    fn formats_clf_time() {
+        assert_eq!(clf_time(971_186_136), "10/Oct/2000:13:55:36 +0000");
+    }
 
     #[test]
     fn formats_imf_fixdate() {

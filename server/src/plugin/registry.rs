@@ -12,7 +12,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use plugin_api::{Request, Response, ResponseBuilder, ResponseView, abi::ABI_VERSION};
@@ -51,6 +53,8 @@ pub struct Registry {
     inner: Mutex<Inner>,
     /// The routes, rebuilt after every change; read by every request.
     table: ArcSwap<RouteTable>,
+    /// Log a line per request (`[log] access`).
+    access_log: AtomicBool,
 }
 
 struct Inner {
@@ -107,9 +111,15 @@ impl Registry {
                 routes,
             }),
             table: ArcSwap::from_pointee(RouteTable::default()),
+            access_log: AtomicBool::new(false),
         };
         registry.rebuild(&mut registry.lock());
         Ok(registry)
+    }
+
+    /// Turns the access log on or off.
+    pub fn set_access_log(&self, on: bool) {
+        self.access_log.store(on, Ordering::Relaxed);
     }
 
     /// The plugins folder.
@@ -381,6 +391,32 @@ impl Handler for Registry {
     }
 
     fn handle_into(&self, request: &Request<'_>, respond: &mut dyn FnMut(ResponseView<'_>)) {
+        if !self.access_log.load(Ordering::Relaxed) {
+            return self.dispatch(request, respond, &mut None);
+        }
+        let started = Instant::now();
+        let mut served = None;
+        let mut answer = (0, 0);
+        self.dispatch(
+            request,
+            &mut |view| {
+                answer = (view.status, view.body.len());
+                respond(view);
+            },
+            &mut served,
+        );
+        access_line(request, answer, started.elapsed(), served);
+    }
+}
+
+impl Registry {
+    /// Routes a request and answers it; `served` learns which generation answered.
+    fn dispatch(
+        &self,
+        request: &Request<'_>,
+        respond: &mut dyn FnMut(ResponseView<'_>),
+        served: &mut Option<(String, u64)>,
+    ) {
         let table = self.table.load();
         let path = request.path();
         let Some((prefix, mount, name)) = table.routes.iter().find(|(p, _, _)| matches(p, path))
@@ -394,9 +430,36 @@ impl Handler for Registry {
             tracing::debug!(plugin = %name, path, "plugin unavailable");
             return respond(plain(503, "the plugin for this path is not available\n").view());
         };
+        if self.access_log.load(Ordering::Relaxed) {
+            *served = Some((name.clone(), generation.number));
+        }
         let mount = if prefix == "/" { "" } else { prefix };
         generation.handle_into(&request.with_mount(mount), respond);
     }
+}
+
+/// One access-log line: Common Log Format, then the duration in seconds, the plugin and its
+/// generation (`-` when no plugin answered).
+fn access_line(
+    request: &Request<'_>,
+    (status, bytes): (u16, usize),
+    took: std::time::Duration,
+    served: Option<(String, u64)>,
+) {
+    let peer = request.peer().map_or("-".into(), |p| p.ip().to_string());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (plugin, generation) = served.map_or(("-".into(), "-".into()), |(n, g)| (n, g.to_string()));
+    tracing::info!(
+        target: "access",
+        "{peer} - - [{}] \"{} {} {}\" {status} {bytes} {:.6} {plugin} {generation}",
+        crate::http::encode::clf_time(now),
+        request.method(),
+        request.target(),
+        request.version(),
+        took.as_secs_f64(),
+    );
 }
 
 impl Drop for Registry {

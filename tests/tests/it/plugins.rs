@@ -101,3 +101,20 @@ fn a_plugin_can_close_the_connection() {
     assert_eq!((r.text(), r.header("connection")), ("bye", Some("close")));
     c.expect_closed();
 }
+
+#[test]
+fn the_access_log_has_a_line_per_request() {
+    let host = HostProcess::start(&["libhello.so"], "[log]\naccess = true\n");
+    let mut c = host.connect();
+    c.get("/hello");
+    c.get("/nowhere?x=1");
+    let wait = std::time::Duration::from_secs(5);
+    let line = host.wait_for_log("\"GET /hello HTTP/1.1\" 200 5 ", wait);
+    assert!(
+        line.contains("127.0.0.1 - - [") && line.contains(" +0000] "),
+        "{line}"
+    );
+    assert!(line.ends_with(" hello 1"), "{line}");
+    let line = host.wait_for_log("\"GET /nowhere?x=1 HTTP/1.1\" 404 ", wait);
+    assert!(line.ends_with(" - -"), "{line}");
+}
