@@ -109,6 +109,7 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+mod date;
 mod helpers;
 mod log;
 mod plugin;
@@ -116,6 +117,7 @@ mod request;
 mod response;
 mod settings;
 
+pub use date::{clf_time, http_date, parse_http_date, unix_seconds};
 pub use helpers::percent_decode;
 pub use log::Level;
 pub use plugin::{InitError, NoConfig, Plugin};

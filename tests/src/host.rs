@@ -26,6 +26,7 @@ const PACKAGES: &[&str] = &[
     "wrong-abi",
     "no-symbol",
     "raw-bad",
+    "static-files",
 ];
 
 /// The workspace's root folder.

@@ -147,67 +147,9 @@ impl DateCache {
             .map_or(0, |d| d.as_secs());
         if second != self.second {
             self.second = second;
-            self.text = imf_fixdate(second);
+            self.text = plugin_api::http_date(second);
         }
     }
-}
-
-/// `Sun, 06 Nov 1994 08:49:37 GMT` for seconds since the Unix epoch.
-fn imf_fixdate(secs: u64) -> [u8; 29] {
-    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days as i64);
-    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
-    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
-    two_digits(&mut out[5..7], day as u64);
-    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
-    let y = year as u64;
-    two_digits(&mut out[12..14], y / 100);
-    two_digits(&mut out[14..16], y % 100);
-    two_digits(&mut out[17..19], rem / 3600);
-    two_digits(&mut out[20..22], rem / 60 % 60);
-    two_digits(&mut out[23..25], rem % 60);
-    out
-}
-
-/// `10/Oct/2000:13:55:36 +0000`, the time of Common Log Format lines, for seconds since the epoch.
-pub(crate) fn clf_time(secs: u64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-fn two_digits(out: &mut [u8], n: u64) {
-    out[0] = b'0' + (n / 10 % 10) as u8;
-    out[1] = b'0' + (n % 10) as u8;
-}
-
-/// Year, month (1–12), day (1–31) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -215,22 +157,6 @@ mod tests {
     use plugin_api::ResponseBuilder;
 
     use super::*;
-
-    #[test]
-    fn formats_clf_time() {
-        assert_eq!(clf_time(971_186_136), "10/Oct/2000:13:55:36 +0000");
-    }
-
-    #[test]
-    fn formats_imf_fixdate() {
-        assert_eq!(&imf_fixdate(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(&imf_fixdate(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(&imf_fixdate(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
-        assert_eq!(
-            &imf_fixdate(1_795_478_399),
-            b"Mon, 23 Nov 2026 23:59:59 GMT"
-        );
-    }
 
     fn text(out: &[u8]) -> &str {
         std::str::from_utf8(out).unwrap()

@@ -454,7 +454,7 @@ fn access_line(
     tracing::info!(
         target: "access",
         "{peer} - - [{}] \"{} {} {}\" {status} {bytes} {:.6} {plugin} {generation}",
-        crate::http::encode::clf_time(now),
+        plugin_api::clf_time(now),
         request.method(),
         request.target(),
         request.version(),
