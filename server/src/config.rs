@@ -16,6 +16,9 @@
 //! level = "info"              # when RUST_LOG is not set
 //! access = true               # one line per request
 //!
+//! [admin]                     # off by default: /metrics, /status, and a status page
+//! listen = "127.0.0.1:9090"   # loopback only, unless allow_remote = true
+//!
 //! [[routes]]                  # more mounts; every plugin NAME is also at /NAME
 //! prefix = "/api/kv"
 //! plugin = "kv"
@@ -55,6 +58,8 @@ pub struct Config {
     pub reload_debounce: Duration,
     /// The log level when `RUST_LOG` is not set: error, warn, info, debug or trace.
     pub log_level: String,
+    /// The admin listener's address (`[admin] listen`), if it is on.
+    pub admin_listen: Option<String>,
     /// Log one line per request (target `access`, Common Log Format plus duration, plugin and
     /// generation).
     pub access_log: bool,
@@ -71,6 +76,7 @@ impl Default for Config {
             plugin_settings: BTreeMap::new(),
             reload_debounce: Duration::from_millis(150),
             log_level: "info".into(),
+            admin_listen: None,
             access_log: false,
         }
     }
@@ -208,6 +214,34 @@ impl Config {
             }
             config.access_log = log.access.unwrap_or(false);
         }
+        if let Some(admin) = raw.admin {
+            let addrs: Vec<std::net::SocketAddr> = admin
+                .listen
+                .get_ref()
+                .to_socket_addrs()
+                .map(Iterator::collect)
+                .unwrap_or_default();
+            if addrs.is_empty() {
+                return Err(at(
+                    Some(admin.listen.span()),
+                    format!(
+                        "admin.listen: {:?} is not an address (expected HOST:PORT)",
+                        admin.listen.get_ref()
+                    ),
+                ));
+            }
+            if !admin.allow_remote && addrs.iter().any(|a| !a.ip().is_loopback()) {
+                return Err(at(
+                    Some(admin.listen.span()),
+                    format!(
+                        "admin.listen: {:?} is not a loopback address; the admin pages show internals, \
+                         so set admin.allow_remote = true to expose them",
+                        admin.listen.get_ref()
+                    ),
+                ));
+            }
+            config.admin_listen = Some(admin.listen.into_inner());
+        }
         if let Some(limits) = raw.limits {
             config.limits = limits
                 .apply(Limits::default())
@@ -257,10 +291,19 @@ struct RawConfig {
     reload_debounce_ms: Option<Spanned<i64>>,
     limits: Option<RawLimits>,
     log: Option<RawLog>,
+    admin: Option<RawAdmin>,
     #[serde(default)]
     routes: Vec<RawRoute>,
     #[serde(default)]
     plugins: BTreeMap<String, toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Spanned<String>,
+    #[serde(default)]
+    allow_remote: bool,
 }
 
 #[derive(Deserialize)]
@@ -524,6 +567,12 @@ count = 2
         let e = parse("[log]\nlevel = \"loud\"\n").unwrap_err();
         assert_eq!(e.line, Some(2));
         assert!(e.message.contains("log.level"), "{e}");
+
+        let e = parse("[admin]\nlisten = \"0.0.0.0:9090\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("allow_remote"), "{e}");
+        let c = parse("[admin]\nlisten = \"0.0.0.0:9090\"\nallow_remote = true\n").unwrap();
+        assert_eq!(c.admin_listen.as_deref(), Some("0.0.0.0:9090"));
 
         let e = parse("workers = [\n").unwrap_err();
         assert_eq!(e.line, Some(1));

@@ -210,6 +210,8 @@ impl EventLoop {
             let conn = Conn::new(stream, token, peer, now);
             self.conns[token] = Some(Arc::new(Slot::new(token, conn, deadline)));
             self.open += 1;
+            self.shared.stats.open.store(self.open, Ordering::Relaxed);
+            self.shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
             tracing::trace!(conn = token, %peer, "accepted");
         }
     }
@@ -287,6 +289,10 @@ impl EventLoop {
             encode_busy(&mut out, self.date.now());
             let _ = stream.write(&out);
             tracing::debug!(peer = %conn.peer, "refused: the work queue is full");
+            self.shared
+                .stats
+                .refused_busy
+                .fetch_add(1, Ordering::Relaxed);
         }
         *conn = Conn::closed(conn.token, conn.peer);
         drop(conn);
@@ -318,6 +324,7 @@ impl EventLoop {
             if entry.take().is_some() {
                 self.free.push(token);
                 self.open -= 1;
+                self.shared.stats.open.store(self.open, Ordering::Relaxed);
             }
         }
         if self.at_capacity && self.open < self.shared.limits.load().max_connections {

@@ -74,6 +74,7 @@ impl Host {
             );
         }
         registry.set_access_log(config.access_log);
+        registry.set_metrics(config.admin_listen.is_some());
         registry.scan();
         let (wake, woken) = mpsc::channel::<u64>();
         let handler = Arc::clone(&registry);
@@ -137,18 +138,45 @@ impl Host {
                 None
             }
         };
-        // Changes seen before the server ran are queued: run them once it does.
+        // Changes seen before the server ran are queued: run them once it does. The admin listener
+        // starts then too.
         let flush = Arc::clone(reloader);
+        let admin_listen = reloader.lock_config().admin_listen.clone();
+        let admin_slot: Arc<std::sync::Mutex<Option<ServerHandle>>> = Arc::default();
+        let admin_handle = Arc::clone(&admin_slot);
         thread::Builder::new()
             .name("reload-flush".into())
             .spawn(move || {
-                if flush.server.ready().is_ok() {
-                    let _ = flush.server.reload(0);
+                if flush.server.ready().is_err() {
+                    return;
+                }
+                let _ = flush.server.reload(0);
+                if let Some(addr) = admin_listen {
+                    start_admin(&flush, &addr, &admin_handle);
                 }
             })?;
         let result = self.server.start();
         drop(watcher);
+        if let Some(admin) = admin_slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            admin.shutdown();
+        }
         result
+    }
+}
+
+/// Starts the admin listener on its own thread; its handle goes into `slot` for the shutdown.
+fn start_admin(reloader: &Reloader, addr: &str, slot: &std::sync::Mutex<Option<ServerHandle>>) {
+    let handler = crate::admin::handler(Arc::clone(&reloader.registry), reloader.server.clone());
+    let admin = AIOServer::new(1, addr, handler);
+    let handle = admin.handle();
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.clone());
+    let started = thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || admin.start());
+    match started.map(|_| handle.ready()) {
+        Ok(Ok(local)) => tracing::info!(addr = %local, "admin listening"),
+        Ok(Err(e)) => tracing::error!("admin listener: {e}"),
+        Err(e) => tracing::error!("admin listener: {e}"),
     }
 }
 

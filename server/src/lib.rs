@@ -30,7 +30,7 @@ mod worker;
 pub use control::ControlMsg;
 pub use limits::Limits;
 pub use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder, Version};
-pub use server::{AIOServer, Handler, ServerHandle};
+pub use server::{AIOServer, Handler, ServerHandle, ServerStats};
 
 /// The server, under the seed's module name: `mini_async_http::aioserver::AIOServer`.
 pub mod aioserver {
@@ -47,6 +47,7 @@ pub mod request {
     pub use plugin_api::{Header, Request, RequestParts, Version};
 }
 
+pub mod admin;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;

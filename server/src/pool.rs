@@ -100,6 +100,11 @@ impl Queue {
         inner.loop_waiting = false;
     }
 
+    /// Connections waiting now.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
     /// Lets the workers finish what is queued and then return from `pop`.
     pub fn stop(&self) {
         self.lock().stopped = true;

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
@@ -151,6 +151,7 @@ impl AIOServer {
             closed: Mutex::new(Vec::new()),
             registry: poll.registry().try_clone()?,
             draining: AtomicBool::new(false),
+            stats: LoopStats::default(),
         });
         let reload = self.reload.lock().unwrap_or_else(|e| e.into_inner()).take();
         let event_loop = EventLoop::new(poll, listener, receiver, Arc::clone(&shared), reload)?;
@@ -264,6 +265,19 @@ impl ServerHandle {
         }
     }
 
+    /// The server's counters, while it runs.
+    pub fn stats(&self) -> Option<ServerStats> {
+        match &*self.life.lock() {
+            Phase::Running { shared, .. } => Some(ServerStats {
+                open_connections: shared.stats.open.load(Ordering::Relaxed),
+                accepted_total: shared.stats.accepted.load(Ordering::Relaxed),
+                queue_depth: shared.queue.len(),
+                refused_busy_total: shared.stats.refused_busy.load(Ordering::Relaxed),
+            }),
+            _ => None,
+        }
+    }
+
     /// Replaces the limits of a running server. Connections pick them up on their next turn.
     ///
     /// # Errors
@@ -306,6 +320,29 @@ pub(crate) struct Shared {
     pub registry: mio::Registry,
     /// Set when shutdown begins: responses say `Connection: close` and idle connections close.
     pub draining: AtomicBool,
+    /// Counters the loop keeps for [`ServerHandle::stats`].
+    pub stats: LoopStats,
+}
+
+/// What the event loop counts; written by the loop only.
+#[derive(Default)]
+pub(crate) struct LoopStats {
+    pub open: AtomicUsize,
+    pub accepted: AtomicU64,
+    pub refused_busy: AtomicU64,
+}
+
+/// A snapshot of a running server's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections open now.
+    pub open_connections: usize,
+    /// Connections accepted since the start.
+    pub accepted_total: u64,
+    /// Connections waiting for a worker now.
+    pub queue_depth: usize,
+    /// Connections answered `503` because the queue was full.
+    pub refused_busy_total: u64,
 }
 
 /// Where a server is in its life, for its handles.

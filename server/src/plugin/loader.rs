@@ -222,7 +222,13 @@ impl Generation {
     /// Answers a request with the plugin's handler, handing its response to `respond` while the
     /// plugin still owns it (no copy). A panic, or a response the host cannot send, becomes a `500`
     /// and a log line.
-    pub fn handle_into(&self, request: &Request<'_>, respond: &mut dyn FnMut(ResponseView<'_>)) {
+    ///
+    /// Returns `false` when the plugin failed and the `500` was substituted.
+    pub fn handle_into(
+        &self,
+        request: &Request<'_>,
+        respond: &mut dyn FnMut(ResponseView<'_>),
+    ) -> bool {
         let mut answer = Answer {
             respond,
             outcome: Outcome::Nothing,
@@ -237,7 +243,7 @@ impl Generation {
         let status = unsafe { ((*self.decl).on_handle)(self.instance, request, &sink) };
         let Answer { respond, outcome } = answer;
         let why = match (status, outcome) {
-            (Status::OK, Outcome::Answered) => return,
+            (Status::OK, Outcome::Answered) => return true,
             (_, Outcome::Invalid(e)) => format!("invalid response from the plugin: {e}"),
             (Status::OK, _) => "the plugin returned no response".to_owned(),
             // The plugin's glue already logged the panic message through the host.
@@ -248,6 +254,7 @@ impl Generation {
         }
         self.failures.fetch_add(1, Ordering::Relaxed);
         respond(internal_error().view());
+        false
     }
 
     /// The instance's state for its successor, if it keeps any.

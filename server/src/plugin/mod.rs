@@ -13,7 +13,9 @@ mod registry;
 mod watch;
 
 pub use loader::{Generation, PluginFile};
-pub use registry::{PluginInfo, Registry, RouteSpec, plugin_name};
+pub use registry::{
+    LATENCY_BUCKETS_US, PluginCounts, PluginInfo, Registry, RouteSpec, plugin_name,
+};
 pub use watch::{Change, WatchSpec, Watcher, watch};
 
 /// Why a plugin file was refused. The registry logs it with the plugin's name and file.

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -26,6 +26,8 @@ use crate::plugin::{Generation, LoadError, PluginFile};
 pub struct PluginInfo {
     /// The plugin's name (`/NAME`).
     pub name: String,
+    /// Its counters.
+    pub counts: PluginCounts,
     /// Its file in the plugins folder.
     pub file: Option<PathBuf>,
     /// The generation serving it, if one loaded.
@@ -55,6 +57,8 @@ pub struct Registry {
     table: ArcSwap<RouteTable>,
     /// Log a line per request (`[log] access`).
     access_log: AtomicBool,
+    /// Count requests per plugin (when an admin listener shows them).
+    metrics: AtomicBool,
 }
 
 struct Inner {
@@ -78,6 +82,93 @@ struct Mounted {
 /// One plugin name, and the generation serving it (none while it failed to load).
 struct Mount {
     current: ArcSwapOption<Generation>,
+    /// Counted while metrics are on (an admin listener is configured).
+    stats: PluginStats,
+}
+
+impl Mount {
+    fn new() -> Mount {
+        Mount {
+            current: ArcSwapOption::empty(),
+            stats: PluginStats::default(),
+        }
+    }
+}
+
+/// Upper bounds of the latency histogram's buckets, in microseconds.
+pub const LATENCY_BUCKETS_US: [u64; 10] = [
+    100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000,
+];
+
+/// One plugin's counters, read at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginCounts {
+    /// Requests answered.
+    pub requests: u64,
+    /// Responses by status class: 1xx to 5xx.
+    pub by_class: [u64; 5],
+    /// Handler panics and unsendable responses.
+    pub failures: u64,
+    /// Requests per latency bucket ([`LATENCY_BUCKETS_US`], then one for anything slower).
+    pub latency: [u64; 11],
+    /// Total latency, in microseconds.
+    pub latency_sum_us: u64,
+    /// Generations loaded.
+    pub reloads_ok: u64,
+    /// Loads refused.
+    pub reloads_failed: u64,
+}
+
+/// One plugin's live counters.
+#[derive(Default)]
+struct PluginStats {
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Responses by status class: 1xx to 5xx.
+    pub by_class: [AtomicU64; 5],
+    /// Requests whose handler panicked or answered something that could not be sent.
+    pub failures: AtomicU64,
+    /// Requests per latency bucket ([`LATENCY_BUCKETS_US`], then one for anything slower).
+    pub latency: [AtomicU64; 11],
+    /// Total latency, in microseconds.
+    pub latency_sum_us: AtomicU64,
+    /// Generations loaded, and loads refused, for this name.
+    pub reloads_ok: AtomicU64,
+    /// Loads refused.
+    pub reloads_failed: AtomicU64,
+}
+
+impl PluginStats {
+    fn snapshot(&self) -> PluginCounts {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PluginCounts {
+            requests: get(&self.requests),
+            by_class: self.by_class.each_ref().map(get),
+            failures: get(&self.failures),
+            latency: self.latency.each_ref().map(get),
+            latency_sum_us: get(&self.latency_sum_us),
+            reloads_ok: get(&self.reloads_ok),
+            reloads_failed: get(&self.reloads_failed),
+        }
+    }
+
+    fn record(&self, status: u16, ok: bool, took: std::time::Duration) {
+        let r = Ordering::Relaxed;
+        self.requests.fetch_add(1, r);
+        if let Some(class) = self.by_class.get(usize::from(status / 100).wrapping_sub(1)) {
+            class.fetch_add(1, r);
+        }
+        if !ok {
+            self.failures.fetch_add(1, r);
+        }
+        let us = took.as_micros() as u64;
+        let bucket = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(10);
+        self.latency[bucket].fetch_add(1, r);
+        self.latency_sum_us.fetch_add(us, r);
+    }
 }
 
 #[derive(Default)]
@@ -112,9 +203,15 @@ impl Registry {
             }),
             table: ArcSwap::from_pointee(RouteTable::default()),
             access_log: AtomicBool::new(false),
+            metrics: AtomicBool::new(false),
         };
         registry.rebuild(&mut registry.lock());
         Ok(registry)
+    }
+
+    /// Turns the per-plugin counters on or off.
+    pub fn set_metrics(&self, on: bool) {
+        self.metrics.store(on, Ordering::Relaxed);
     }
 
     /// Turns the access log on or off.
@@ -194,9 +291,7 @@ impl Registry {
             .mounts
             .entry(name.to_owned())
             .or_insert_with(|| Mounted {
-                mount: Arc::new(Mount {
-                    current: ArcSwapOption::empty(),
-                }),
+                mount: Arc::new(Mount::new()),
                 file: None,
                 tried_sha256: None,
                 next_number: 1,
@@ -232,6 +327,7 @@ impl Registry {
                 );
                 entry.next_number += 1;
                 entry.mount.current.store(Some(Arc::new(generation)));
+                entry.mount.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 self.rebuild(&mut inner);
                 tracing::info!(
                     plugin = name,
@@ -241,6 +337,11 @@ impl Registry {
                 Ok(())
             }
             Err(e) => {
+                entry
+                    .mount
+                    .stats
+                    .reloads_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 self.rebuild(&mut inner);
                 match &current {
                     Some(g) => tracing::error!(
@@ -310,6 +411,7 @@ impl Registry {
             .iter()
             .map(|(name, m)| PluginInfo {
                 name: name.clone(),
+                counts: m.mount.stats.snapshot(),
                 file: m.file.clone(),
                 generation: m.mount.current.load_full(),
                 routes: table
@@ -367,9 +469,7 @@ impl Registry {
             let mount = match inner.mounts.get(&spec.plugin) {
                 Some(m) => Arc::clone(&m.mount),
                 // Named by a route but not (yet) in the folder: 503 until it is.
-                None => Arc::new(Mount {
-                    current: ArcSwapOption::empty(),
-                }),
+                None => Arc::new(Mount::new()),
             };
             routes.retain(|(prefix, _, _)| *prefix != spec.prefix);
             routes.push((spec.prefix.clone(), mount, spec.plugin.clone()));
@@ -433,8 +533,19 @@ impl Registry {
         if self.access_log.load(Ordering::Relaxed) {
             *served = Some((name.clone(), generation.number));
         }
-        let mount = if prefix == "/" { "" } else { prefix };
-        generation.handle_into(&request.with_mount(mount), respond);
+        let prefix = if prefix == "/" { "" } else { prefix };
+        let request = request.with_mount(prefix);
+        if !self.metrics.load(Ordering::Relaxed) {
+            generation.handle_into(&request, respond);
+            return;
+        }
+        let started = Instant::now();
+        let mut status = 0;
+        let ok = generation.handle_into(&request, &mut |view| {
+            status = view.status;
+            respond(view);
+        });
+        mount.stats.record(status, ok, started.elapsed());
     }
 }
 

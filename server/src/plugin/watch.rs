@@ -90,6 +90,8 @@ pub fn watch(
                         due.saturating_duration_since(now)
                     });
                 match incoming.recv_timeout(timeout) {
+                    // Reads (ours included: hashing a file opens it) are not changes.
+                    Ok(Ok(event)) if event.kind.is_access() => {}
                     Ok(Ok(event)) => {
                         for path in event.paths {
                             if relevant(&path) {

@@ -1,6 +1,7 @@
 //! The host binary against real plugins, over real sockets. One module per feature; the harness is
 //! this crate's library (`tests/src`).
 
+mod admin;
 mod cli;
 mod config;
 mod fixtures;
