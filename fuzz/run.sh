@@ -5,7 +5,9 @@
 set -eu
 cd "$(dirname "$0")"
 seconds=${1:-600}
-for target in parse_head bodies config; do
+shift || true
+targets=${*:-parse_head bodies config}
+for target in $targets; do
     echo "== $target: ${seconds} s"
     log="target/$target.log"
     mkdir -p target

@@ -24,12 +24,26 @@ use crate::Request;
 impl<'a> Request<'a> {
     /// The path with percent-escapes decoded (`/a%20b` → `/a b`); `None` if the result is not
     /// UTF-8. `+` stays `+` in a path.
+    ///
+    /// ```
+    /// # use plugin_api::{Request, RequestParts};
+    /// let request = Request::new(RequestParts { target: "/a%20b+c", ..Default::default() });
+    /// assert_eq!(request.decoded_path().as_deref(), Some("/a b+c"));
+    /// ```
     pub fn decoded_path(&self) -> Option<Cow<'a, str>> {
         percent_decode(self.path(), false)
     }
 
     /// The query string's `key=value` pairs, decoded (`+` is a space), in order; a key without `=`
     /// has an empty value. Pairs that do not decode to UTF-8 are skipped.
+    ///
+    /// ```
+    /// # use plugin_api::{Request, RequestParts};
+    /// let request = Request::new(RequestParts { target: "/?a=1&b&c=x+y", ..Default::default() });
+    /// let pairs: Vec<(String, String)> =
+    ///     request.query_pairs().map(|(k, v)| (k.into(), v.into())).collect();
+    /// assert_eq!(pairs, [("a".into(), "1".into()), ("b".into(), "".into()), ("c".into(), "x y".into())]);
+    /// ```
     pub fn query_pairs(&self) -> impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> + 'a {
         self.query()
             .unwrap_or("")
@@ -42,6 +56,13 @@ impl<'a> Request<'a> {
     }
 
     /// The first value of query parameter `name`, decoded.
+    ///
+    /// ```
+    /// # use plugin_api::{Request, RequestParts};
+    /// let request = Request::new(RequestParts { target: "/search?q=caf%C3%A9", ..Default::default() });
+    /// assert_eq!(request.query_param("q").as_deref(), Some("café"));
+    /// assert_eq!(request.query_param("page"), None);
+    /// ```
     pub fn query_param(&self, name: &str) -> Option<Cow<'a, str>> {
         self.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v)
     }
@@ -58,11 +79,32 @@ impl<'a> Request<'a> {
     }
 
     /// The value of cookie `name`.
+    ///
+    /// ```
+    /// # use plugin_api::{Header, Request, RequestParts};
+    /// let headers = [Header::new("Cookie", b"a=1; session=\"xyz\"")];
+    /// let request = Request::new(RequestParts { headers: &headers, ..Default::default() });
+    /// assert_eq!(request.cookie("session"), Some("xyz"));
+    /// assert_eq!(request.cookies().count(), 2);
+    /// ```
     pub fn cookie(&self, name: &str) -> Option<&'a str> {
         self.cookies().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
-    /// The body parsed as JSON.
+    /// The body parsed as JSON (with the `json` feature).
+    ///
+    /// ```
+    /// # use plugin_api::{Request, RequestParts};
+    /// #[derive(serde::Deserialize)]
+    /// struct Order { item: String, count: u32 }
+    ///
+    /// let request = Request::new(RequestParts {
+    ///     body: br#"{"item": "tea", "count": 2}"#,
+    ///     ..Default::default()
+    /// });
+    /// let order: Order = request.json().unwrap();
+    /// assert_eq!((order.item.as_str(), order.count), ("tea", 2));
+    /// ```
     ///
     /// # Errors
     /// The body is not JSON of type `T`; the error says where.
@@ -74,7 +116,16 @@ impl<'a> Request<'a> {
 
 #[cfg(feature = "json")]
 impl crate::ResponseBuilder {
-    /// Sets a JSON body and `Content-Type: application/json`.
+    /// Sets a JSON body and `Content-Type: application/json` (with the `json` feature).
+    ///
+    /// ```
+    /// let response = plugin_api::ResponseBuilder::empty_200()
+    ///     .json(&serde_json::json!({"ok": true}))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(response.body(), br#"{"ok":true}"#);
+    /// assert_eq!(response.header("content-type"), Some(&b"application/json"[..]));
+    /// ```
     pub fn json(self, value: &impl serde::Serialize) -> crate::ResponseBuilder {
         match serde_json::to_vec(value) {
             Ok(body) => self.content_type("application/json").body(body),
