@@ -199,7 +199,9 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 def parse_wrk(out):
     def latency(pct):
         m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+        value = float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+        # With pipelining wrk sometimes reports a percentile of 0: a measurement it did not make.
+        return value if value > 0 else float("nan")
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = 0
@@ -272,6 +274,12 @@ def med(values):
     return statistics.median(values)
 
 
+def med_known(values):
+    """The median of the values wrk did measure (it reports some pipelined percentiles as 0)."""
+    known = [v for v in values if v == v and v > 0]
+    return statistics.median(known) if known else float("nan")
+
+
 def summarize(results):
     table = {}
     for (workload, name), runs in results.items():
@@ -286,8 +294,8 @@ def summarize(results):
             table[(workload, name)] = {
                 "rps": med([r["rps"] for r in runs]),
                 "rps_range": (min(r["rps"] for r in runs), max(r["rps"] for r in runs)),
-                "p50": med([r["p50_ms"] for r in runs]),
-                "p99": med([r["p99_ms"] for r in runs]),
+                "p50": med_known([r["p50_ms"] for r in runs]),
+                "p99": med_known([r["p99_ms"] for r in runs]),
                 "cpu": med([r["cpu_us_per_request"] for r in runs]),
                 "cpu_range": (min(r["cpu_us_per_request"] for r in runs),
                               max(r["cpu_us_per_request"] for r in runs)),
@@ -306,7 +314,9 @@ def markdown(table, names, args, started, idle_count):
         f"{' ' + ' '.join(args) if args else ''}` (see [bench/README.md](bench/README.md)).",
         "Every server answers a 5-byte `Hello` on 127.0.0.1 with 2 workers; wrk runs on the same "
         "machine with one thread. Figures are medians over the rounds, min..max in brackets; "
-        "*× hyper* is the ratio to hyper measured in the same run.",
+        "*× hyper* is the ratio to hyper measured in the same run. Latency medians leave out runs "
+        "where wrk reported a percentile of 0 (it does with pipelining); `nan` means none was "
+        "measured.",
         "",
         "![requests per second and CPU per request](bench/chart.svg)",
         "",
@@ -389,8 +399,27 @@ def main():
     parser.add_argument("--only", action="append", help="run only servers whose name contains this")
     parser.add_argument("--quick", action="store_true", help="3 s runs, 1 round, 2000 idle connections")
     parser.add_argument("--no-write", action="store_true", help="print, but do not write BENCHMARKS.md")
+    parser.add_argument("--render", metavar="WHEN", help="only rewrite BENCHMARKS.md and the chart "
+                        "from bench/results.json, measured at WHEN (YYYY-MM-DDTHH:MM)")
     args = parser.parse_args()
     argv = sys.argv[1:]
+    if args.render:
+        with open(os.path.join(BENCH, "results.json")) as f:
+            raw = json.load(f)
+        results = {tuple(k.split(" / ", 1)): v for k, v in raw.items()}
+        for (workload, _), runs in results.items():
+            for r in runs:
+                for key in ("p50_ms", "p99_ms"):
+                    if key in r and not r[key] > 0:
+                        r[key] = float("nan")
+        names = list(dict.fromkeys(name for _, name in results))
+        idle = args.idle_connections
+        started = datetime.datetime.fromisoformat(args.render)
+        table = summarize(results)
+        with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+            f.write(markdown(table, names, [], started, idle))
+        chart(table, names, os.path.join(BENCH, "chart.svg"))
+        return
     if args.quick:
         args.duration, args.rounds, args.idle_connections = 3, 1, 2000
     ensure_tools()
