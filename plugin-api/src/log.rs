@@ -42,6 +42,11 @@ pub(crate) fn install(host: &HostApi) {
     *HOST.write().unwrap_or_else(|e| e.into_inner()) = Some(log);
 }
 
+/// Forgets the host's callbacks: after `on_drop`, lines go to standard error.
+pub(crate) fn uninstall() {
+    *HOST.write().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
 /// Sends one line to the host. Used by the macros; call them instead.
 #[doc(hidden)]
 pub fn write(level: Level, message: &str) {

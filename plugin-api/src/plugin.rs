@@ -156,6 +156,8 @@ unsafe extern "C" fn on_drop<P: Plugin>(instance: *mut c_void) {
         // `on_drop` once, after the last `on_handle`.
         drop(unsafe { Box::from_raw(instance.cast::<P>()) });
     }));
+    // Whatever still runs in this library (a thread-local destructor) no longer logs to the host.
+    log::uninstall();
 }
 
 unsafe extern "C" fn on_save<P: Plugin>(

@@ -261,22 +261,42 @@ impl EventLoop {
         self.queue_batch();
     }
 
-    /// Hands the batch to the workers; what does not fit in the queue is refused with `503`.
+    /// Hands the batch to the workers; what does not fit in the queue is refused with `503`,
+    /// except connections in the middle of an exchange (see [`refuse`](Self::refuse)).
     fn queue_batch(&mut self) {
-        let capacity = self.shared.limits.load().max_queued;
+        let capacity = if self.drain_deadline.is_some() {
+            // Draining: every connection gets its last turn, however many there are.
+            usize::MAX
+        } else {
+            self.shared.limits.load().max_queued
+        };
         self.shared
             .queue
             .push_batch(&mut self.batch, capacity, &mut self.overflow);
+        let mut busy = Vec::new();
         for slot in std::mem::take(&mut self.overflow) {
-            self.refuse(&slot);
+            if !self.refuse(&slot) {
+                busy.push(slot);
+            }
         }
+        // Work already under way (a response half written, a lingering close) is finished, over
+        // the queue's bound: a 503 in the middle of it would corrupt the response.
+        self.shared
+            .queue
+            .push_batch(&mut busy, usize::MAX, &mut self.overflow);
     }
 
     /// Answers a connection the workers have no room for: `503` with `Retry-After`, then close. The
     /// loop owns the slot (it queued it, so no worker has it). Its pending input is read and
     /// dropped first, so that closing does not reset the connection under the response.
-    fn refuse(&mut self, slot: &Slot) {
+    ///
+    /// Returns `false`, doing nothing, for a connection in the middle of an exchange (output still
+    /// to write, or closing): that one must go to a worker.
+    fn refuse(&mut self, slot: &Slot) -> bool {
         let mut conn = slot.conn();
+        if !conn.output.is_empty() || conn.linger_until != 0 || conn.close_after_flush {
+            return false;
+        }
         if let Some(stream) = conn.stream.as_mut() {
             let mut sink = [0u8; 4096];
             for _ in 0..16 {
@@ -298,6 +318,7 @@ impl EventLoop {
         drop(conn);
         slot.close();
         self.forget(slot.token);
+        true
     }
 
     /// Closes idle connections whose deadline is before `now` (all idle ones for `u64::MAX`).
@@ -320,12 +341,12 @@ impl EventLoop {
 
     /// Drops a closed connection from the table and resumes accepting if it was at capacity.
     fn forget(&mut self, token: usize) {
-        if let Some(entry) = self.conns.get_mut(token) {
-            if entry.take().is_some() {
-                self.free.push(token);
-                self.open -= 1;
-                self.shared.stats.open.store(self.open, Ordering::Relaxed);
-            }
+        if let Some(entry) = self.conns.get_mut(token)
+            && entry.take().is_some()
+        {
+            self.free.push(token);
+            self.open -= 1;
+            self.shared.stats.open.store(self.open, Ordering::Relaxed);
         }
         if self.at_capacity && self.open < self.shared.limits.load().max_connections {
             self.at_capacity = false;

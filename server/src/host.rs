@@ -142,7 +142,7 @@ impl Host {
         // starts then too.
         let flush = Arc::clone(reloader);
         let admin_listen = reloader.lock_config().admin_listen.clone();
-        let admin_slot: Arc<std::sync::Mutex<Option<ServerHandle>>> = Arc::default();
+        let admin_slot: Arc<std::sync::Mutex<AdminState>> = Arc::default();
         let admin_handle = Arc::clone(&admin_slot);
         thread::Builder::new()
             .name("reload-flush".into())
@@ -157,22 +157,46 @@ impl Host {
             })?;
         let result = self.server.start();
         drop(watcher);
-        if let Some(admin) = admin_slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let admin = std::mem::replace(
+            &mut *admin_slot.lock().unwrap_or_else(|e| e.into_inner()),
+            AdminState::Stopped,
+        );
+        if let AdminState::Running(admin) = admin {
             admin.shutdown();
         }
         result
     }
 }
 
+/// The admin listener's part in the host's life: it starts after the server, and must not start
+/// (or must stop) once the server has stopped.
+#[derive(Default)]
+enum AdminState {
+    #[default]
+    NotStarted,
+    Running(ServerHandle),
+    Stopped,
+}
+
 /// Starts the admin listener on its own thread; its handle goes into `slot` for the shutdown.
-fn start_admin(reloader: &Reloader, addr: &str, slot: &std::sync::Mutex<Option<ServerHandle>>) {
+fn start_admin(reloader: &Reloader, addr: &str, slot: &std::sync::Mutex<AdminState>) {
     let handler = crate::admin::handler(Arc::clone(&reloader.registry), reloader.server.clone());
     let admin = AIOServer::new(1, addr, handler);
     let handle = admin.handle();
-    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.clone());
+    {
+        let mut state = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*state, AdminState::Stopped) {
+            return;
+        }
+        *state = AdminState::Running(handle.clone());
+    }
     let started = thread::Builder::new()
         .name("admin".into())
         .spawn(move || admin.start());
+    if started.is_err() {
+        // Nothing will run it: make sure nobody waits for it.
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = AdminState::NotStarted;
+    }
     match started.map(|_| handle.ready()) {
         Ok(Ok(local)) => tracing::info!(addr = %local, "admin listening"),
         Ok(Err(e)) => tracing::error!("admin listener: {e}"),
@@ -254,18 +278,34 @@ impl Reloader {
         };
         self.overrides.apply(&mut new);
         let mut config = self.lock_config();
-        if (&new.listen, new.workers, &new.plugins_dir)
-            != (&config.listen, config.workers, &config.plugins_dir)
-        {
-            tracing::warn!("listen, workers and plugins_dir take effect at the next restart");
+        let at_start = (
+            (&new.listen, new.workers, &new.plugins_dir),
+            (&new.admin_listen, &new.log_level, new.reload_debounce),
+        );
+        let running = (
+            (&config.listen, config.workers, &config.plugins_dir),
+            (
+                &config.admin_listen,
+                &config.log_level,
+                config.reload_debounce,
+            ),
+        );
+        if at_start != running {
+            tracing::warn!(
+                "listen, workers, plugins_dir, [admin], log.level and reload_debounce_ms take \
+                 effect at the next restart"
+            );
             new.listen.clone_from(&config.listen);
             new.workers = config.workers;
             new.plugins_dir.clone_from(&config.plugins_dir);
+            new.admin_listen.clone_from(&config.admin_listen);
+            new.log_level.clone_from(&config.log_level);
+            new.reload_debounce = config.reload_debounce;
         }
-        if new.limits != config.limits {
-            if let Err(e) = self.server.set_limits(new.limits.clone()) {
-                tracing::warn!("limits not applied: {e}");
-            }
+        if new.limits != config.limits
+            && let Err(e) = self.server.set_limits(new.limits.clone())
+        {
+            tracing::warn!("limits not applied: {e}");
         }
         self.registry.set_access_log(new.access_log);
         self.registry

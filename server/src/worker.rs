@@ -556,10 +556,8 @@ fn report_closed(shared: &Shared, token: usize) {
         closed.push(token);
         closed.len() == 1
     };
-    if first {
-        if let Err(e) = shared.control.send(ControlMsg::Closed(token)) {
-            tracing::error!(error = %e, "control channel failed");
-        }
+    if first && let Err(e) = shared.control.send(ControlMsg::Closed(token)) {
+        tracing::error!(error = %e, "control channel failed");
     }
 }
 

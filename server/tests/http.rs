@@ -537,7 +537,7 @@ fn a_half_closed_client_gets_its_answer_and_an_end() {
     c.stream.shutdown(std::net::Shutdown::Write).unwrap();
     let r = c.reply();
     assert_eq!(r.header("x-path"), Some("/last"));
-    // Within the client's 10 s read timeout, not the 60 s keep-alive timeout.
+    // Within the client's 30 s read timeout, not the 60 s keep-alive timeout.
     c.expect_closed();
 }
 

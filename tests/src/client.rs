@@ -47,14 +47,15 @@ pub fn get(path: &str) -> String {
 }
 
 impl Client {
-    /// Connects, with a 10-second read timeout so that a hung server fails the test.
+    /// Connects, with a 30-second read timeout so that a hung server fails the test (and a slow,
+    /// busy machine does not).
     ///
     /// # Panics
     /// If the connection is refused.
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(Duration::from_secs(30)))
             .expect("set timeout");
         Client {
             stream,

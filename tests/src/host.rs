@@ -204,12 +204,17 @@ impl HostProcess {
         let stderr = child.stderr.take().expect("piped stderr");
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
+            // A test that panics while holding the lock must not stop this thread: the host would
+            // then block on a full stderr pipe.
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                sink.lines.lock().unwrap().push(line);
+                sink.lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line);
                 sink.grew.notify_all();
             }
-            *sink.closed.lock().unwrap() = true;
+            *sink.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
             sink.grew.notify_all();
         });
         HostProcess {
@@ -232,7 +237,11 @@ impl HostProcess {
 
     /// Every log line so far.
     pub fn log(&self) -> Vec<String> {
-        self.log.lines.lock().unwrap().clone()
+        self.log
+            .lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Waits for a log line containing `needle` (counting lines already seen) and returns it.
@@ -249,13 +258,13 @@ impl HostProcess {
     /// As [`wait_for_log`](Self::wait_for_log).
     pub fn wait_for_nth_log(&self, needle: &str, n: usize, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
-        let mut lines = self.log.lines.lock().unwrap();
+        let mut lines = self.log.lines.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(line) = lines.iter().filter(|l| l.contains(needle)).nth(n - 1) {
                 return line.clone();
             }
             let now = Instant::now();
-            let closed = *self.log.closed.lock().unwrap();
+            let closed = *self.log.closed.lock().unwrap_or_else(|e| e.into_inner());
             assert!(
                 now < deadline && !closed,
                 "no log line #{n} with {needle:?} ({}); log:\n{}",
@@ -267,7 +276,12 @@ impl HostProcess {
                 lines.join("\n")
             );
             let wait = (deadline - now).min(Duration::from_millis(200));
-            lines = self.log.grew.wait_timeout(lines, wait).unwrap().0;
+            lines = self
+                .log
+                .grew
+                .wait_timeout(lines, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 

@@ -52,8 +52,8 @@ pub struct Generation {
     decl: *const Declaration,
     /// The callbacks handed to `on_init`; the plugin may use them until `on_drop` returns.
     _host: Box<HostApi>,
-    /// What the plugin's log lines are tagged with; `_host` points to it.
-    log_tag: Box<LogTag>,
+    /// What the plugin's log lines are tagged with; `_host` points to it. Never freed.
+    log_tag: &'static LogTag,
     /// Closed last, after `on_drop`.
     library: Option<Library>,
 }
@@ -116,7 +116,6 @@ impl Generation {
         name: &str,
         number: u64,
         settings: &str,
-        state: Option<&[u8]>,
         shadow_dir: &Path,
     ) -> Result<Generation, LoadError> {
         let started = Instant::now();
@@ -163,19 +162,21 @@ impl Generation {
             return Err(LoadError::NameMismatch { declared });
         }
 
-        let log_tag = Box::new(LogTag {
+        // Leaked on purpose (a few bytes per load): a plugin's thread-local destructor may still
+        // log after `on_drop` while glibc defers the `dlclose`, and must never find it freed.
+        let log_tag: &'static LogTag = Box::leak(Box::new(LogTag {
             plugin: name.to_owned(),
             generation: number,
-        });
+        }));
         let host = Box::new(HostApi {
-            ctx: (&*log_tag as *const LogTag).cast(),
+            ctx: (log_tag as *const LogTag).cast(),
             callback_log,
         });
         let mut instance: *mut c_void = std::ptr::null_mut();
         let mut error = Vec::new();
         let sink = bytes_sink(&mut error);
-        // SAFETY: we trust the plugin; `host` and `log_tag` live in the generation until after
-        // `on_drop`, `settings` and `sink` outlive the call.
+        // SAFETY: we trust the plugin; `host` lives in the generation until after `on_drop`,
+        // `log_tag` forever, and `settings` and `sink` outlive the call.
         let status = unsafe {
             (d.on_init)(
                 &*host,
@@ -201,22 +202,29 @@ impl Generation {
             log_tag,
             library: Some(library),
         };
-        if let (Some(state), Some(restore)) = (state, d.on_restore) {
-            let mut error = Vec::new();
-            let sink = bytes_sink(&mut error);
-            // SAFETY: we trust the plugin; the instance is live, `state` and `sink` outlive the call.
-            let status = unsafe { restore(instance, RawBytes::new(state), &sink) };
-            if status != Status::OK {
-                tracing::warn!(
-                    plugin = name,
-                    generation = number,
-                    "state from the previous generation refused ({}); starting fresh",
-                    message(error, status)
-                );
-            }
-        }
         generation.load_time = started.elapsed();
         Ok(generation)
+    }
+
+    /// Hands this generation the state its predecessor saved; a refusal is logged and the
+    /// generation serves with its fresh state.
+    pub fn restore(&self, state: &[u8]) {
+        // SAFETY: `decl` points into the library `self` keeps loaded.
+        let Some(restore) = (unsafe { (*self.decl).on_restore }) else {
+            return;
+        };
+        let mut error = Vec::new();
+        let sink = bytes_sink(&mut error);
+        // SAFETY: we trust the plugin; the instance is live, `state` and `sink` outlive the call.
+        let status = unsafe { restore(self.instance, RawBytes::new(state), &sink) };
+        if status != Status::OK {
+            tracing::warn!(
+                plugin = %self.name,
+                generation = self.number,
+                "state from the previous generation refused ({}); starting fresh",
+                message(error, status)
+            );
+        }
     }
 
     /// Answers a request with the plugin's handler, handing its response to `respond` while the

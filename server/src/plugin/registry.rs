@@ -285,49 +285,55 @@ impl Registry {
             ));
         };
         let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-        let mut inner = self.lock();
-        let settings = inner.settings.get(name).cloned().unwrap_or_default();
-        let entry = inner
-            .mounts
-            .entry(name.to_owned())
-            .or_insert_with(|| Mounted {
-                mount: Arc::new(Mount::new()),
-                file: None,
-                tried_sha256: None,
-                next_number: 1,
-            });
-        let new_file = entry.file.as_deref() != Some(path);
-        entry.file = Some(path.to_owned());
-        if entry.tried_sha256.as_deref() == Some(&file.sha256) {
-            if new_file {
-                self.rebuild(&mut inner);
+        // Plugin code (its constructors, `on_init`) runs without the lock, so that a slow init does
+        // not stall readers of the registry (the admin pages). Loads are serialised anyway: only
+        // the loader thread (and start-up, before it exists) loads.
+        let (settings, number, mount) = {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let settings = inner.settings.get(name).cloned().unwrap_or_default();
+            let entry = inner
+                .mounts
+                .entry(name.to_owned())
+                .or_insert_with(|| Mounted {
+                    mount: Arc::new(Mount::new()),
+                    file: None,
+                    tried_sha256: None,
+                    next_number: 1,
+                });
+            let new_file = entry.file.as_deref() != Some(path);
+            entry.file = Some(path.to_owned());
+            if entry.tried_sha256.as_deref() == Some(&file.sha256) {
+                if new_file {
+                    self.rebuild(inner);
+                }
+                return Ok(());
             }
-            return Ok(());
+            entry.tried_sha256 = Some(file.sha256.clone());
+            (settings, entry.next_number, Arc::clone(&entry.mount))
+        };
+        let loaded = Generation::load(&file, name, number, &settings, &self.shadow_dir);
+        // The old generation serves until the swap; its state is taken as late as possible, so
+        // that what it changes meanwhile (a count, a key) is not lost to the new one.
+        let old = mount.current.load_full();
+        if let (Ok(generation), Some(state)) = (&loaded, old.as_ref().and_then(|g| g.save())) {
+            generation.restore(&state);
         }
-        entry.tried_sha256 = Some(file.sha256.clone());
-        let current = entry.mount.current.load_full();
-        let state = current.as_ref().and_then(|g| g.save());
-        let number = entry.next_number;
-        let loaded = Generation::load(
-            &file,
-            name,
-            number,
-            &settings,
-            state.as_deref(),
-            &self.shadow_dir,
-        );
+        let mut inner = self.lock();
         // The route table is rebuilt before the log line, so that whoever reads the line (an
         // operator, a test) finds the change in force.
-        match loaded {
+        let result = match loaded {
             Ok(generation) => {
                 let (sha, version, ms) = (
                     generation.sha256[..8].to_owned(),
                     generation.version.clone(),
                     generation.load_time.as_secs_f64() * 1000.0,
                 );
-                entry.next_number += 1;
-                entry.mount.current.store(Some(Arc::new(generation)));
-                entry.mount.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                mount.current.store(Some(Arc::new(generation)));
+                mount.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                if let Some(entry) = inner.mounts.get_mut(name) {
+                    entry.next_number = number + 1;
+                }
                 self.rebuild(&mut inner);
                 tracing::info!(
                     plugin = name,
@@ -337,13 +343,9 @@ impl Registry {
                 Ok(())
             }
             Err(e) => {
-                entry
-                    .mount
-                    .stats
-                    .reloads_failed
-                    .fetch_add(1, Ordering::Relaxed);
+                mount.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 self.rebuild(&mut inner);
-                match &current {
+                match &old {
                     Some(g) => tracing::error!(
                         plugin = name,
                         "plugin {name}: reload from {file_name} failed: {e}; generation {} keeps serving",
@@ -355,7 +357,11 @@ impl Registry {
                 }
                 Err(e)
             }
-        }
+        };
+        drop(inner);
+        // If no request holds the old generation any more, its `on_drop` runs here, unlocked.
+        drop(old);
+        result
     }
 
     /// Unmounts the plugin of a file that was removed from the folder.

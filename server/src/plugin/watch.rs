@@ -67,10 +67,10 @@ pub fn watch(
         .into_iter()
         .map(|(path, sha)| (absolute(&path), sha))
         .collect();
-    if let Some(config) = &config {
-        if let Ok(file) = PluginFile::read(config) {
-            known.insert(config.clone(), file.sha256);
-        }
+    if let Some(config) = &config
+        && let Ok(file) = PluginFile::read(config)
+    {
+        known.insert(config.clone(), file.sha256);
     }
     let quiet = spec.quiet;
     thread::Builder::new()
