@@ -21,6 +21,9 @@ pub use watch::{Change, WatchSpec, Watcher, watch};
 /// Why a plugin file was refused. The registry logs it with the plugin's name and file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
+    /// Another file in the folder already provides this plugin name.
+    #[error("{0} already provides this plugin")]
+    Duplicate(String),
     /// The file could not be read.
     #[error("cannot read the file: {0}")]
     Read(String),

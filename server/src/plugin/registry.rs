@@ -67,6 +67,9 @@ struct Inner {
     /// Each plugin's `[plugins.NAME]` table, as TOML text.
     settings: BTreeMap<String, String>,
     routes: Vec<RouteSpec>,
+    /// The next generation number of every name ever loaded, so that a plugin removed and added
+    /// again does not repeat a number in logs and metrics.
+    next_numbers: BTreeMap<String, u64>,
 }
 
 struct Mounted {
@@ -200,6 +203,7 @@ impl Registry {
                 mounts: BTreeMap::new(),
                 settings,
                 routes,
+                next_numbers: BTreeMap::new(),
             }),
             table: ArcSwap::from_pointee(RouteTable::default()),
             access_log: AtomicBool::new(false),
@@ -292,6 +296,7 @@ impl Registry {
             let mut guard = self.lock();
             let inner = &mut *guard;
             let settings = inner.settings.get(name).cloned().unwrap_or_default();
+            let next_number = inner.next_numbers.get(name).copied().unwrap_or(1);
             let entry = inner
                 .mounts
                 .entry(name.to_owned())
@@ -299,8 +304,17 @@ impl Registry {
                     mount: Arc::new(Mount::new()),
                     file: None,
                     tried_sha256: None,
-                    next_number: 1,
+                    next_number,
                 });
+            if let Some(other) = entry.file.as_deref()
+                && other != path
+                && other.is_file()
+            {
+                // `hello.so` beside `libhello.so`: one name, two files. The first one stays.
+                let e = LoadError::Duplicate(other.display().to_string());
+                tracing::warn!(plugin = name, "plugin {name}: ignored {file_name}: {e}");
+                return Err(e);
+            }
             let new_file = entry.file.as_deref() != Some(path);
             entry.file = Some(path.to_owned());
             if entry.tried_sha256.as_deref() == Some(&file.sha256) {
@@ -334,6 +348,7 @@ impl Registry {
                 if let Some(entry) = inner.mounts.get_mut(name) {
                     entry.next_number = number + 1;
                 }
+                inner.next_numbers.insert(name.to_owned(), number + 1);
                 self.rebuild(&mut inner);
                 tracing::info!(
                     plugin = name,

@@ -75,3 +75,20 @@ fn a_panicking_plugin_answers_500_and_serving_goes_on() {
     let line = host.wait_for_log("handler panicked: boom on purpose", Duration::from_secs(5));
     assert!(line.contains("panicky"), "{line}");
 }
+
+#[test]
+fn two_files_for_one_name_keep_the_first() {
+    let dir = HostProcess::prepare(&["libhello.so"], "");
+    std::fs::copy(
+        dir.join("plugins/libhello.so"),
+        dir.join("plugins/hello.so"),
+    )
+    .unwrap();
+    let host = HostProcess::spawn(&dir, &[]).ready();
+    let line = host.wait_for_log("plugin hello: ignored libhello.so", Duration::from_secs(5));
+    assert!(
+        line.contains("hello.so already provides this plugin"),
+        "{line}"
+    );
+    assert_eq!(host.connect().get("/hello").text(), "Hello");
+}

@@ -64,6 +64,10 @@ fn new_files_are_mounted_and_deleted_files_unmounted() {
     host.wait_for_log("plugin flip: unmounted", WAIT);
     assert_eq!(c.get("/flip").status, 404);
     assert_eq!(c.get("/hello").text(), "Hello");
+    // Back again: numbering goes on, so log lines and metrics never repeat a generation.
+    install_by_rename(&host.plugins(), "libflip.so", &bytes(a));
+    host.wait_for_log("plugin flip: generation 2 loaded", WAIT);
+    assert_eq!(c.get("/flip").text(), "a");
 }
 
 #[test]
