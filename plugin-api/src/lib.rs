@@ -128,6 +128,6 @@ pub use response::{Error, Response, ResponseBuilder, ResponseView, has_token, re
 #[doc(hidden)]
 pub mod __private {
     pub use crate::log::write as log;
-    pub use crate::plugin::declaration;
-    pub use crate::settings::describe as describe_toml_error;
+    pub use crate::plugin::{declaration, panic_message};
+    pub use crate::settings::{describe as describe_toml_error, line_of};
 }

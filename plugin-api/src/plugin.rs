@@ -207,7 +207,9 @@ unsafe fn write_sink(sink: *const BytesSink, bytes: &[u8]) {
     }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
+/// The message of a caught panic, for a log line.
+#[doc(hidden)]
+pub fn panic_message(panic: &(dyn Any + Send)) -> &str {
     if let Some(s) = panic.downcast_ref::<&str>() {
         s
     } else if let Some(s) = panic.downcast_ref::<String>() {

@@ -20,6 +20,15 @@ pub fn describe(text: &str, error: &toml::de::Error) -> (Option<usize>, String) 
     }
 }
 
+/// The line (from 1) of byte offset `at` in `text`.
+pub fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
 /// The dotted key assigned on the line that holds byte `at`, with its table: `limits.max_body_bytes`.
 fn key_at(text: &str, at: usize) -> Option<String> {
     let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);

@@ -33,6 +33,7 @@ use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use plugin_api::__private::line_of;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -453,15 +454,6 @@ fn in_range(value: &Spanned<i64>, min: i64, max: i64, key: &str) -> Result<u64, 
         return Err(format!("{key}: {v} is out of range ({min} to {max})"));
     }
     Ok(v as u64)
-}
-
-/// The line (from 1) of byte offset `at` in `text`.
-fn line_of(text: &str, at: usize) -> usize {
-    text.as_bytes()[..at.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use plugin_api::__private::panic_message;
 use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder, ResponseView};
 
 use crate::Limits;
@@ -589,16 +590,6 @@ pub(crate) fn internal_error() -> Response {
         .body("internal server error\n")
         .build()
         .expect("a constant response is valid")
-}
-
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s
-    } else {
-        "(no message)"
-    }
 }
 
 /// Moves an empty vector's allocation to another lifetime of `Header`, so the header views of each

@@ -44,8 +44,6 @@ pub struct Generation {
     pub file: PathBuf,
     /// How long the load took (copy, `dlopen`, checks, init).
     pub load_time: Duration,
-    /// Requests whose handler panicked or returned an invalid response.
-    pub failures: AtomicU64,
     /// The instance made by `on_init`, owned by the plugin.
     instance: *mut c_void,
     /// Points into `library`'s image; valid until the library is closed.
@@ -195,7 +193,6 @@ impl Generation {
             sha256: file.sha256.clone(),
             file: file.path.clone(),
             load_time: Duration::ZERO,
-            failures: AtomicU64::new(0),
             instance,
             decl,
             _host: host,
@@ -260,7 +257,6 @@ impl Generation {
         if !why.is_empty() {
             tracing::error!(plugin = %self.name, generation = self.number, target = request.target(), "{why}");
         }
-        self.failures.fetch_add(1, Ordering::Relaxed);
         respond(internal_error().view());
         false
     }

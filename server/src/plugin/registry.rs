@@ -78,8 +78,6 @@ struct Mounted {
     file: Option<PathBuf>,
     /// The hash of the file last tried, loaded or not: an unchanged file is not tried again.
     tried_sha256: Option<String>,
-    /// The number the next generation gets.
-    next_number: u64,
 }
 
 /// One plugin name, and the generation serving it (none while it failed to load).
@@ -296,7 +294,7 @@ impl Registry {
             let mut guard = self.lock();
             let inner = &mut *guard;
             let settings = inner.settings.get(name).cloned().unwrap_or_default();
-            let next_number = inner.next_numbers.get(name).copied().unwrap_or(1);
+            let number = inner.next_numbers.get(name).copied().unwrap_or(1);
             let entry = inner
                 .mounts
                 .entry(name.to_owned())
@@ -304,7 +302,6 @@ impl Registry {
                     mount: Arc::new(Mount::new()),
                     file: None,
                     tried_sha256: None,
-                    next_number,
                 });
             if let Some(other) = entry.file.as_deref()
                 && other != path
@@ -324,7 +321,7 @@ impl Registry {
                 return Ok(());
             }
             entry.tried_sha256 = Some(file.sha256.clone());
-            (settings, entry.next_number, Arc::clone(&entry.mount))
+            (settings, number, Arc::clone(&entry.mount))
         };
         let loaded = Generation::load(&file, name, number, &settings, &self.shadow_dir);
         // The old generation serves until the swap; its state is taken as late as possible, so
@@ -345,9 +342,6 @@ impl Registry {
                 );
                 mount.current.store(Some(Arc::new(generation)));
                 mount.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                if let Some(entry) = inner.mounts.get_mut(name) {
-                    entry.next_number = number + 1;
-                }
                 inner.next_numbers.insert(name.to_owned(), number + 1);
                 self.rebuild(&mut inner);
                 tracing::info!(
@@ -454,11 +448,6 @@ impl Registry {
             .filter(|r| !inner.mounts.contains_key(&r.plugin))
             .cloned()
             .collect()
-    }
-
-    /// The generation serving `name` now, if any.
-    pub fn current(&self, name: &str) -> Option<Arc<Generation>> {
-        self.lock().mounts.get(name)?.mount.current.load_full()
     }
 
     /// Unmounts `name`: its file is gone. Requests in flight finish on its generation.
