@@ -5,8 +5,13 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:7878"   # address to serve on
-//! workers = 2                 # worker threads
+//! processes = 1               # server processes under the supervisor, or "auto" (one per CPU)
+//! workers = 2                 # worker threads in each server process
 //! plugins_dir = "plugins"     # folder of *.so plugins
+//!
+//! [quarantine]                # a plugin file that crashes its process this often stays unloaded
+//! crashes = 3                 # 0: never quarantine
+//! window_ms = 60000
 //!
 //! [limits]                    # see `Limits`; times in milliseconds
 //! max_body_bytes = 8388608
@@ -45,7 +50,9 @@ use crate::plugin::RouteSpec;
 pub struct Config {
     /// The address to listen on.
     pub listen: String,
-    /// Worker threads.
+    /// Server processes the supervisor runs.
+    pub processes: usize,
+    /// Worker threads in each server process.
     pub workers: usize,
     /// The plugins folder.
     pub plugins_dir: PathBuf,
@@ -64,12 +71,17 @@ pub struct Config {
     /// Log one line per request (target `access`, Common Log Format plus duration, plugin and
     /// generation).
     pub access_log: bool,
+    /// Crashes within `quarantine_window` that quarantine a plugin file; 0 turns it off.
+    pub quarantine_after: u32,
+    /// See `quarantine_after`.
+    pub quarantine_window: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:7878".into(),
+            processes: 1,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             plugins_dir: PathBuf::from("plugins"),
             limits: Limits::default(),
@@ -79,6 +91,8 @@ impl Default for Config {
             log_level: "info".into(),
             admin_listen: None,
             access_log: false,
+            quarantine_after: 3,
+            quarantine_window: Duration::from_secs(60),
         }
     }
 }
@@ -92,6 +106,8 @@ pub struct Overrides {
     pub plugins_dir: Option<PathBuf>,
     /// `--workers`
     pub workers: Option<usize>,
+    /// `--processes`
+    pub processes: Option<usize>,
 }
 
 impl Overrides {
@@ -105,6 +121,9 @@ impl Overrides {
         }
         if let Some(workers) = self.workers {
             config.workers = workers;
+        }
+        if let Some(processes) = self.processes {
+            config.processes = processes;
         }
     }
 }
@@ -188,6 +207,27 @@ impl Config {
         if let Some(workers) = raw.workers {
             config.workers = in_range(&workers, 1, 1024, "workers")
                 .map_err(|m| at(Some(workers.span()), m))? as usize;
+        }
+        if let Some(processes) = raw.processes {
+            let text = match processes.get_ref() {
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            config.processes = parse_processes(&text).map_err(|m| at(Some(processes.span()), m))?;
+        }
+        if let Some(q) = raw.quarantine {
+            if let Some(n) = q.crashes {
+                config.quarantine_after = in_range(&n, 0, 1000, "quarantine.crashes")
+                    .map_err(|m| at(Some(n.span()), m))?
+                    as u32;
+            }
+            if let Some(ms) = q.window_ms {
+                config.quarantine_window = Duration::from_millis(
+                    in_range(&ms, 1, 1 << 40, "quarantine.window_ms")
+                        .map_err(|m| at(Some(ms.span()), m))?,
+                );
+            }
         }
         if let Some(dir) = raw.plugins_dir {
             config.plugins_dir = PathBuf::from(dir.into_inner());
@@ -287,12 +327,14 @@ impl Config {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<Spanned<String>>,
+    processes: Option<Spanned<toml::Value>>,
     workers: Option<Spanned<i64>>,
     plugins_dir: Option<Spanned<String>>,
     reload_debounce_ms: Option<Spanned<i64>>,
     limits: Option<RawLimits>,
     log: Option<RawLog>,
     admin: Option<RawAdmin>,
+    quarantine: Option<RawQuarantine>,
     #[serde(default)]
     routes: Vec<RawRoute>,
     #[serde(default)]
@@ -305,6 +347,13 @@ struct RawAdmin {
     listen: Spanned<String>,
     #[serde(default)]
     allow_remote: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuarantine {
+    crashes: Option<Spanned<i64>>,
+    window_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -448,6 +497,22 @@ impl RawLimits {
     }
 }
 
+/// `processes`: a number from 1 to 256, or `auto` for one per CPU.
+///
+/// # Errors
+/// Anything else, in words that name the key.
+pub fn parse_processes(text: &str) -> Result<usize, String> {
+    if text == "auto" {
+        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    }
+    match text.parse::<usize>() {
+        Ok(n @ 1..=256) => Ok(n),
+        _ => Err(format!(
+            "processes: {text:?} is not a number from 1 to 256 or \"auto\""
+        )),
+    }
+}
+
 fn in_range(value: &Spanned<i64>, min: i64, max: i64, key: &str) -> Result<u64, String> {
     let v = *value.get_ref();
     if v < min || v > max {
@@ -462,6 +527,28 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("config.toml"))
+    }
+
+    #[test]
+    fn processes_and_quarantine_are_read_and_checked() {
+        let c = parse("processes = 2\n[quarantine]\ncrashes = 5\nwindow_ms = 1000\n").unwrap();
+        assert_eq!(c.processes, 2);
+        assert_eq!(
+            (c.quarantine_after, c.quarantine_window),
+            (5, Duration::from_secs(1))
+        );
+        assert!(parse("processes = \"auto\"").unwrap().processes >= 1);
+        let e = parse("workers = 1\nprocesses = 0\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(
+            e.message.contains("processes: \"0\" is not a number"),
+            "{e}"
+        );
+        assert!(parse("processes = \"many\"").is_err());
+        assert!(parse("processes = 1.5").is_err());
+        let e = parse("[quarantine]\ncrashes = -1\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(parse("[quarantine]\nwindow = 5\n").is_err(), "unknown key");
     }
 
     #[test]

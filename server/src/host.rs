@@ -14,8 +14,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use crate::admin::Snapshot;
 use crate::config::{Config, Overrides};
-use crate::plugin::{Change, Registry, WatchSpec, watch};
+use crate::plugin::{Change, Quarantined, Registry, WatchSpec, watch};
 use crate::{AIOServer, ServerHandle};
 
 /// A configured server and its plugins.
@@ -49,11 +50,14 @@ enum Job {
     Change(Change),
     /// `SIGHUP`: re-read the configuration and rescan the plugins folder.
     Everything,
+    /// The supervisor's new list of files not to load.
+    Quarantine(Vec<Quarantined>),
 }
 
 impl Host {
-    /// Loads every plugin in the configured folder and prepares the server (not yet listening).
-    /// `config_path` is the file to watch and re-read; `overrides` are re-applied to it.
+    /// Loads every plugin in the configured folder, but the `quarantined` files, and prepares the
+    /// server (not yet listening). `config_path` is the file to watch and re-read; `overrides` are
+    /// re-applied to it.
     ///
     /// # Errors
     /// The shadow directory or the loader thread cannot be created.
@@ -61,6 +65,7 @@ impl Host {
         config: Config,
         config_path: Option<PathBuf>,
         overrides: Overrides,
+        quarantined: Vec<Quarantined>,
     ) -> io::Result<Host> {
         let registry = Arc::new(Registry::new(
             &config.plugins_dir,
@@ -75,6 +80,7 @@ impl Host {
         }
         registry.set_access_log(config.access_log);
         registry.set_metrics(config.admin_listen.is_some());
+        registry.set_quarantine(quarantined);
         registry.scan();
         let (wake, woken) = mpsc::channel::<u64>();
         let handler = Arc::clone(&registry);
@@ -101,6 +107,13 @@ impl Host {
                 }
             })?;
         Ok(Host { server, reloader })
+    }
+
+    /// Serves on `listener`, a socket that already listens (the supervisor's), instead of binding
+    /// `listen`.
+    pub fn with_listener(mut self, listener: std::net::TcpListener) -> Host {
+        self.server = self.server.with_listener(listener);
+        self
     }
 
     /// A handle to reload and shut down from another thread.
@@ -138,69 +151,18 @@ impl Host {
                 None
             }
         };
-        // Changes seen before the server ran are queued: run them once it does. The admin listener
-        // starts then too.
+        // Changes seen before the server ran are queued: run them once it does.
         let flush = Arc::clone(reloader);
-        let admin_listen = reloader.lock_config().admin_listen.clone();
-        let admin_slot: Arc<std::sync::Mutex<AdminState>> = Arc::default();
-        let admin_handle = Arc::clone(&admin_slot);
         thread::Builder::new()
             .name("reload-flush".into())
             .spawn(move || {
-                if flush.server.ready().is_err() {
-                    return;
-                }
-                let _ = flush.server.reload(0);
-                if let Some(addr) = admin_listen {
-                    start_admin(&flush, &addr, &admin_handle);
+                if flush.server.ready().is_ok() {
+                    let _ = flush.server.reload(0);
                 }
             })?;
         let result = self.server.start();
         drop(watcher);
-        let admin = std::mem::replace(
-            &mut *admin_slot.lock().unwrap_or_else(|e| e.into_inner()),
-            AdminState::Stopped,
-        );
-        if let AdminState::Running(admin) = admin {
-            admin.shutdown();
-        }
         result
-    }
-}
-
-/// The admin listener's part in the host's life: it starts after the server, and must not start
-/// (or must stop) once the server has stopped.
-#[derive(Default)]
-enum AdminState {
-    #[default]
-    NotStarted,
-    Running(ServerHandle),
-    Stopped,
-}
-
-/// Starts the admin listener on its own thread; its handle goes into `slot` for the shutdown.
-fn start_admin(reloader: &Reloader, addr: &str, slot: &std::sync::Mutex<AdminState>) {
-    let handler = crate::admin::handler(Arc::clone(&reloader.registry), reloader.server.clone());
-    let admin = AIOServer::new(1, addr, handler);
-    let handle = admin.handle();
-    {
-        let mut state = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(*state, AdminState::Stopped) {
-            return;
-        }
-        *state = AdminState::Running(handle.clone());
-    }
-    let started = thread::Builder::new()
-        .name("admin".into())
-        .spawn(move || admin.start());
-    if started.is_err() {
-        // Nothing will run it: make sure nobody waits for it.
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = AdminState::NotStarted;
-    }
-    match started.map(|_| handle.ready()) {
-        Ok(Ok(local)) => tracing::info!(addr = %local, "admin listening"),
-        Ok(Err(e)) => tracing::error!("admin listener: {e}"),
-        Err(e) => tracing::error!("admin listener: {e}"),
     }
 }
 
@@ -221,6 +183,20 @@ impl HostHandle {
     /// Starts a graceful shutdown.
     pub fn begin_shutdown(&self) {
         self.server.begin_shutdown();
+    }
+
+    /// Replaces the list of files not to load (see [`Registry::set_quarantine`]); the loader
+    /// thread applies it, in turn with the loads.
+    pub fn set_quarantine(&self, files: Vec<Quarantined>) {
+        self.reloader.submit(Job::Quarantine(files));
+    }
+
+    /// How this process is doing: its counters, plugins and the plugin code running now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::of(
+            &self.reloader.registry,
+            self.server.stats().unwrap_or_default(),
+        )
     }
 }
 
@@ -258,6 +234,7 @@ impl Reloader {
                     self.reload_config();
                     self.registry.scan();
                 }
+                Some(Job::Quarantine(files)) => self.registry.set_quarantine(files),
             }
         }
     }
@@ -279,22 +256,32 @@ impl Reloader {
         self.overrides.apply(&mut new);
         let mut config = self.lock_config();
         let at_start = (
-            (&new.listen, new.workers, &new.plugins_dir),
+            (&new.listen, new.workers, &new.plugins_dir, new.processes),
             (&new.admin_listen, &new.log_level, new.reload_debounce),
+            (new.quarantine_after, new.quarantine_window),
         );
         let running = (
-            (&config.listen, config.workers, &config.plugins_dir),
+            (
+                &config.listen,
+                config.workers,
+                &config.plugins_dir,
+                config.processes,
+            ),
             (
                 &config.admin_listen,
                 &config.log_level,
                 config.reload_debounce,
             ),
+            (config.quarantine_after, config.quarantine_window),
         );
         if at_start != running {
             tracing::warn!(
-                "listen, workers, plugins_dir, [admin], log.level and reload_debounce_ms take \
-                 effect at the next restart"
+                "listen, processes, workers, plugins_dir, [admin], [quarantine], log.level and \
+                 reload_debounce_ms take effect at the next restart"
             );
+            new.processes = config.processes;
+            new.quarantine_after = config.quarantine_after;
+            new.quarantine_window = config.quarantine_window;
             new.listen.clone_from(&config.listen);
             new.workers = config.workers;
             new.plugins_dir.clone_from(&config.plugins_dir);

@@ -12,6 +12,11 @@
 //! - [`Request`], [`Response`] and [`ResponseBuilder`] come from `plugin-api`, so an in-process
 //!   handler and a plugin's handler are written the same way.
 //!
+//! The host binary adds the plugins on top: `host.rs` is one server process (configuration,
+//! [`plugin::Registry`], the server, hot reload); `supervisor/` is the parent process that binds
+//! the socket, runs and restarts server processes, quarantines crashing plugins and serves
+//! `admin.rs`; `crash.rs` records what each thread runs, for the supervisor to name the culprit.
+//!
 //! # Portability
 //! Unix only: the control channel is a `UnixDatagram` pair, as in the seed.
 
@@ -49,8 +54,10 @@ pub mod request {
 
 pub mod admin;
 pub mod config;
+pub mod crash;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host;
 pub mod plugin;
 pub mod scaffold;
+pub mod supervisor;

@@ -1,15 +1,17 @@
-//! The host binary: reads arguments, installs logging and signal handling, loads `config.toml`,
-//! and serves the plugins folder, checks it, or writes a new plugin. Everything else is in the
-//! library.
+//! The host binary: reads arguments, installs logging, loads `config.toml`, and serves the plugins
+//! folder (as the supervisor, or as one of its server processes), checks it, or writes a new
+//! plugin. Everything else is in the library.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use mini_async_http::config::{Config, Overrides};
+use mini_async_http::config::{Config, Overrides, parse_processes};
 use mini_async_http::host::Host;
-use mini_async_http::plugin::Registry;
+use mini_async_http::plugin::{Quarantined, Registry};
+use mini_async_http::supervisor::{self, Ended, Link};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 /// Serves HTTP/1.1 with request handlers loaded from plugins (*.so) in a folder.
@@ -36,6 +38,18 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = ".")]
         path: PathBuf,
     },
+    /// One server process, started by `serve` with the sockets it inherits (not by hand)
+    #[command(hide = true)]
+    ServerProcess {
+        #[command(flatten)]
+        host: HostArgs,
+        /// Its number under the supervisor
+        #[arg(long)]
+        process: usize,
+        /// A plugin file not to load: NAME=SHA256-PREFIX (repeatable)
+        #[arg(long, value_parser = parse_quarantined)]
+        quarantined: Vec<Quarantined>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -49,21 +63,54 @@ struct HostArgs {
     /// The plugins folder, overriding the file
     #[arg(long, value_name = "DIR")]
     plugins: Option<PathBuf>,
-    /// Worker threads, overriding the file
+    /// Worker threads in each server process, overriding the file
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+    /// Server processes (a number, or "auto" for one per CPU), overriding the file
+    #[arg(long, value_name = "N", value_parser = parse_processes)]
+    processes: Option<usize>,
+}
+
+impl HostArgs {
+    /// The flags a server process gets from the supervisor: the same files and workers. It
+    /// inherits the listening socket, so `--listen` is not passed.
+    fn for_server_process(&self) -> Vec<OsString> {
+        let mut args = Vec::new();
+        if let Some(config) = &self.config {
+            args.extend(["--config".into(), config.clone().into_os_string()]);
+        }
+        if let Some(dir) = &self.plugins {
+            args.extend(["--plugins".into(), dir.clone().into_os_string()]);
+        }
+        if let Some(workers) = self.workers {
+            args.extend(["--workers".into(), workers.to_string().into()]);
+        }
+        args
+    }
+}
+
+fn parse_quarantined(text: &str) -> Result<Quarantined, String> {
+    let (plugin, sha) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=SHA"))?;
+    Ok(Quarantined {
+        plugin: plugin.into(),
+        sha: sha.into(),
+    })
 }
 
 const EXAMPLES: &str = "\
 Examples:
   mini-async-http                                   serve ./plugins as config.toml says
-  mini-async-http --listen 0.0.0.0:8080 --workers 4
+  mini-async-http --listen 0.0.0.0:8080 --workers 4 --processes 2
   mini-async-http check --config /etc/mini-async-http.toml
   mini-async-http new-plugin greeter && cd greeter && cargo build --release
   RUST_LOG=debug mini-async-http
 
-Plugins and config.toml are reloaded when they change. Signals: SIGTERM or SIGINT drain and
-exit; SIGHUP reloads the configuration and rescans the plugins folder.
+A supervisor runs the server processes and replaces any that dies (a crashing plugin is named in
+the log, and quarantined after repeated crashes). Plugins and config.toml are reloaded when they
+change. Signals: SIGTERM or SIGINT drain and exit; SIGHUP reloads the configuration, rescans the
+plugins folder and lifts every quarantine.
 Exit codes: 0 done, 1 a problem (printed), 2 bad arguments.";
 
 fn main() -> ExitCode {
@@ -73,6 +120,11 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Check(args) => check(args),
         Command::NewPlugin { name, path } => new_plugin(&name, &path),
+        Command::ServerProcess {
+            host,
+            process,
+            quarantined,
+        } => server_process(host, process, quarantined),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,6 +146,7 @@ fn configure(args: HostArgs) -> anyhow::Result<(Config, Option<PathBuf>, Overrid
         listen: args.listen,
         plugins_dir: args.plugins,
         workers: args.workers.map(usize::from),
+        processes: args.processes,
     };
     overrides.apply(&mut config);
     let watched = (required || path.exists()).then_some(path);
@@ -110,26 +163,62 @@ fn install_logging(level: &str) {
         .init();
 }
 
+/// `serve`: the supervisor, which runs the server processes.
 fn serve(args: HostArgs) -> anyhow::Result<()> {
+    let child_args = args.for_server_process();
+    let (config, _, _) = configure(args)?;
+    install_logging(&config.log_level);
+    // The running binary itself, even if its file was replaced since: a restarted process runs
+    // the same code as the ones it replaces.
+    let exe = match Path::new("/proc/self/exe") {
+        p if p.exists() => p.to_owned(),
+        _ => std::env::current_exe().context("cannot find this binary")?,
+    };
+    let options = supervisor::Options {
+        listen: config.listen.clone(),
+        processes: config.processes,
+        exe,
+        args: child_args,
+        drain_timeout: config.limits.drain_timeout,
+        admin: config.admin_listen.clone(),
+        quarantine_after: config.quarantine_after,
+        quarantine_window: config.quarantine_window,
+    };
+    match supervisor::run(options).context("cannot start the server")? {
+        Ended::Clean => Ok(()),
+        Ended::Killed => anyhow::bail!("a server process was still busy when the drain ended"),
+    }
+}
+
+/// One server process: the host, on the supervisor's socket, told what to do over its channel.
+fn server_process(
+    args: HostArgs,
+    number: usize,
+    quarantined: Vec<Quarantined>,
+) -> anyhow::Result<()> {
+    // SAFETY: nothing has started a thread yet: argument parsing is all that ran before.
+    let (listener, channel, crash_pipe) = unsafe { supervisor::inherited() }?;
+    mini_async_http::crash::install(crash_pipe).context("cannot install the crash handlers")?;
     let (config, watched, overrides) = configure(args)?;
     install_logging(&config.log_level);
-    let host = Host::new(config, watched, overrides).context("cannot start the host")?;
-    let handle = host.handle();
+    // Terminal and service-manager signals may reach every process of the group; only the
+    // supervisor acts on them, and relays them.
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                if signal == SIGHUP {
-                    tracing::info!("SIGHUP: reloading the configuration and the plugins");
-                    handle.reload_everything();
-                } else {
-                    tracing::info!(signal, "shutting down");
-                    handle.begin_shutdown();
-                }
+                tracing::debug!(
+                    signal,
+                    "server process {number}: ignored; the supervisor relays signals"
+                );
             }
         })?;
+    let host = Host::new(config, watched, overrides, quarantined)
+        .context("cannot start the host")?
+        .with_listener(listener);
+    Link::new(channel).spawn(host.handle())?;
     host.run()?;
     Ok(())
 }
@@ -142,8 +231,9 @@ fn check(args: HostArgs) -> anyhow::Result<()> {
         p.display().to_string()
     });
     println!(
-        "{file}: ok: listen {}, {} workers, plugins in {}",
+        "{file}: ok: listen {}, {} server process(es) of {} workers, plugins in {}",
         config.listen,
+        config.processes,
         config.workers,
         config.plugins_dir.display()
     );

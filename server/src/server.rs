@@ -59,6 +59,8 @@ pub struct AIOServer {
     limits: Limits,
     /// Run by the loop on `ControlMsg::Reload`; taken when the loop starts.
     reload: Mutex<Option<ReloadHook>>,
+    /// A socket that already listens, used instead of binding `addr`; taken when the server starts.
+    listener: Mutex<Option<std::net::TcpListener>>,
     life: Arc<Lifecycle>,
 }
 
@@ -84,8 +86,16 @@ impl AIOServer {
             handler,
             limits: Limits::default(),
             reload: Mutex::new(None),
+            listener: Mutex::new(None),
             life: Arc::new(Lifecycle::default()),
         }
+    }
+
+    /// Serves on `listener`, a socket that already listens (one inherited from a parent process,
+    /// say), instead of binding the address given to [`new`](Self::new).
+    pub fn with_listener(self, listener: std::net::TcpListener) -> AIOServer {
+        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(listener);
+        self
     }
 
     /// Replaces the default [`Limits`].
@@ -138,7 +148,19 @@ impl AIOServer {
     }
 
     fn run(&self) -> io::Result<()> {
-        let listener = bind(&self.addr)?;
+        let given = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let listener = match given {
+            Some(listener) => {
+                listener.set_nonblocking(true)?;
+                listener
+            }
+            None => bind(&self.addr)?,
+        };
+        let listener = mio::net::TcpListener::from_std(listener);
         let local = listener.local_addr()?;
         let (sender, receiver) = control::channel()?;
         let poll = mio::Poll::new()?;
@@ -333,7 +355,7 @@ pub(crate) struct LoopStats {
 }
 
 /// A snapshot of a running server's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServerStats {
     /// Connections open now.
     pub open_connections: usize,
@@ -376,19 +398,19 @@ enum Phase {
     Failed(String),
 }
 
-/// Binds a listener, with errors that name the address.
+/// Binds a non-blocking listener, with errors that name the address.
 ///
 /// The backlog is 4096, so that a burst of connections waits in the kernel rather than being
 /// refused. `TCP_NODELAY` is set on the listener: Linux hands it down to every accepted socket,
 /// which saves a `setsockopt` per connection (elsewhere the loop sets it on each socket).
-fn bind(addr: &str) -> io::Result<mio::net::TcpListener> {
+pub(crate) fn bind(addr: &str) -> io::Result<std::net::TcpListener> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
     let mut last = io::Error::new(
         io::ErrorKind::InvalidInput,
         "the address resolves to nothing",
     );
     for resolved in addr.to_socket_addrs().map_err(named)? {
-        let listen = || -> io::Result<mio::net::TcpListener> {
+        let listen = || -> io::Result<std::net::TcpListener> {
             let domain = socket2::Domain::for_address(resolved);
             let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
             socket.set_reuse_address(true)?;
@@ -396,7 +418,7 @@ fn bind(addr: &str) -> io::Result<mio::net::TcpListener> {
             socket.set_nonblocking(true)?;
             socket.bind(&resolved.into())?;
             socket.listen(4096)?;
-            Ok(mio::net::TcpListener::from_std(socket.into()))
+            Ok(socket.into())
         };
         match listen() {
             Ok(listener) => return Ok(listener),

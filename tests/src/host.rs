@@ -27,6 +27,8 @@ const PACKAGES: &[&str] = &[
     "no-symbol",
     "raw-bad",
     "static-files",
+    "chaos",
+    "crash-init",
 ];
 
 /// The workspace's root folder.
@@ -44,6 +46,8 @@ pub fn workspace_root() -> PathBuf {
 pub fn build() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
+        // Before the default build, which puts the default `libchaos.so` back.
+        variant("chaos", "b");
         let root = workspace_root();
         let target = root.join("target").join("it");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -72,25 +76,35 @@ pub fn build() -> &'static Path {
 /// If a build fails.
 pub fn flip_variants() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let out = build();
-        let target = out.parent().expect("target/it/debug has a parent");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let variant = |v: &str| {
-            let status = Command::new(&cargo)
-                .current_dir(workspace_root())
-                .args(["build", "--quiet", "-p", "flip", "--target-dir"])
-                .arg(target)
-                .env("FLIP_VARIANT", v)
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "cargo build of flip ({v}) failed");
-            let copy = out.join(format!("libflip-{v}.so.bin"));
-            std::fs::copy(out.join("libflip.so"), &copy).expect("copy the variant");
-            copy
-        };
-        (variant("a"), variant("b"))
-    })
+    BUILT.get_or_init(|| (variant("flip", "a"), variant("flip", "b")))
+}
+
+/// The `chaos` fixture built as variant `b`: a rebuild (another file, answering `calm b`). [`build`]
+/// makes it, before the default build that the other tests copy.
+pub fn chaos_rebuild() -> PathBuf {
+    build().join("libchaos-b.so.bin")
+}
+
+/// Builds fixture `package` with `PACKAGE_VARIANT=variant` into `target/it`; returns a copy of its
+/// library named `libPACKAGE-VARIANT.so.bin`, so that nothing mistakes it for a plugin.
+fn variant(package: &str, variant: &str) -> PathBuf {
+    let target = workspace_root().join("target").join("it");
+    let out = target.join("debug");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "-p", package, "--target-dir"])
+        .arg(target)
+        .env(format!("{}_VARIANT", package.to_uppercase()), variant)
+        .status()
+        .expect("run cargo build");
+    assert!(
+        status.success(),
+        "cargo build of {package} ({variant}) failed"
+    );
+    let copy = out.join(format!("lib{package}-{variant}.so.bin"));
+    std::fs::copy(out.join(format!("lib{package}.so")), &copy).expect("copy the variant");
+    copy
 }
 
 /// The path of a built artifact: `artifact("libhello.so")`, `artifact("mini-async-http")`.
@@ -136,12 +150,13 @@ impl HostProcess {
         Self::spawn(&dir, args).ready()
     }
 
-    /// Waits until the host logs that it listens, and takes the address from that line.
+    /// Waits until the supervisor logs that the server listens (its first server process serves),
+    /// and takes the address from that line.
     ///
     /// # Panics
     /// If that takes more than a minute, or the host exits; shows its log.
     pub fn ready(mut self) -> HostProcess {
-        let line = self.wait_for_log("listening", Duration::from_secs(60));
+        let line = self.wait_for_log(" processes=", Duration::from_secs(60));
         self.addr = line
             .split("addr=")
             .nth(1)
@@ -285,36 +300,45 @@ impl HostProcess {
         }
     }
 
-    /// The host's process id.
+    /// The supervisor's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// The host's CPU time so far (user + system), from `/proc`.
-    ///
-    /// # Panics
-    /// If `/proc/PID/stat` cannot be read.
+    /// The supervisor and its server processes, from `/proc`.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.pid()];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            if stat_fields(pid).get(1).and_then(|f| f.parse().ok()) == Some(self.pid()) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// The CPU time (user + system) of the supervisor and its server processes so far.
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks: u64 =
-            fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        let ticks: u64 = self
+            .pids()
+            .into_iter()
+            .map(|pid| {
+                let f = stat_fields(pid);
+                let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                get(11) + get(12)
+            })
+            .sum();
         Duration::from_millis(ticks * 10)
     }
 
-    /// How many descriptors the host has open, from `/proc`.
-    ///
-    /// # Panics
-    /// If `/proc/PID/fd` cannot be read.
+    /// How many descriptors the supervisor and its server processes have open, from `/proc`.
     pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .expect("fd dir")
-            .count()
+        self.pids()
+            .into_iter()
+            .map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count()))
+            .sum()
     }
 
     /// Sends `signal` (e.g. `"TERM"`, `"HUP"`) to the host.
@@ -348,6 +372,17 @@ impl HostProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The fields of `/proc/PID/stat` after the command name: state, ppid, …
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Drop for HostProcess {

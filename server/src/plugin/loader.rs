@@ -24,6 +24,7 @@ use plugin_api::abi::{
 use plugin_api::{Request, ResponseView};
 use sha2::{Digest, Sha256};
 
+use crate::crash;
 use crate::plugin::LoadError;
 use crate::worker::internal_error;
 
@@ -52,6 +53,8 @@ pub struct Generation {
     _host: Box<HostApi>,
     /// What the plugin's log lines are tagged with; `_host` points to it. Never freed.
     log_tag: &'static LogTag,
+    /// What a crash record names while this generation's code runs. Never freed.
+    crash_tag: &'static crash::Tag,
     /// Closed last, after `on_drop`.
     library: Option<Library>,
 }
@@ -122,9 +125,13 @@ impl Generation {
         let shadow = shadow_dir.join(format!("{name}-{}-{serial}.so", &file.sha256[..16]));
         std::fs::write(&shadow, &file.bytes)
             .map_err(|e| LoadError::Shadow(format!("{}: {e}", shadow.display())))?;
+        let file_name = file.path.file_name().unwrap_or_default().to_string_lossy();
+        let crash_tag = crash::Tag::leak(name, &file_name, &file.sha256, number);
+        let busy = crash::enter(crash_tag, &[b"load"]);
         // SAFETY: loading a library runs its initialisers; we trust the plugin (the operator put it
         // in the plugins folder). The shadow path is fresh, so glibc maps this very file.
         let opened = unsafe { Library::new(&shadow) };
+        drop(busy);
         // Mapped (or failed): the name is no longer needed, and nothing is left behind on a crash.
         let _ = std::fs::remove_file(&shadow);
         let library = opened.map_err(|e| LoadError::Dlopen(e.to_string()))?;
@@ -173,6 +180,7 @@ impl Generation {
         let mut instance: *mut c_void = std::ptr::null_mut();
         let mut error = Vec::new();
         let sink = bytes_sink(&mut error);
+        let busy = crash::enter(crash_tag, &[b"init"]);
         // SAFETY: we trust the plugin; `host` lives in the generation until after `on_drop`,
         // `log_tag` forever, and `settings` and `sink` outlive the call.
         let status = unsafe {
@@ -183,6 +191,7 @@ impl Generation {
                 &sink,
             )
         };
+        drop(busy);
         if status != Status::OK || instance.is_null() {
             return Err(LoadError::Init(message(error, status)));
         }
@@ -197,6 +206,7 @@ impl Generation {
             decl,
             _host: host,
             log_tag,
+            crash_tag,
             library: Some(library),
         };
         generation.load_time = started.elapsed();
@@ -212,6 +222,7 @@ impl Generation {
         };
         let mut error = Vec::new();
         let sink = bytes_sink(&mut error);
+        let _busy = crash::enter(self.crash_tag, &[b"restore"]);
         // SAFETY: we trust the plugin; the instance is live, `state` and `sink` outlive the call.
         let status = unsafe { restore(self.instance, RawBytes::new(state), &sink) };
         if status != Status::OK {
@@ -242,10 +253,15 @@ impl Generation {
             ctx: (&mut answer as *mut Answer<'_, '_>).cast(),
             callback_respond,
         };
+        let busy = crash::enter(
+            self.crash_tag,
+            &[request.method().as_bytes(), request.target().as_bytes()],
+        );
         // SAFETY: we trust the plugin; the instance is live while `self` is, and `request` and
         // `sink` (with the `answer` it points to) outlive the call. `decl` points into the library
         // `self` keeps loaded.
         let status = unsafe { ((*self.decl).on_handle)(self.instance, request, &sink) };
+        drop(busy);
         let Answer { respond, outcome } = answer;
         let why = match (status, outcome) {
             (Status::OK, Outcome::Answered) => return true,
@@ -267,6 +283,7 @@ impl Generation {
         let save = unsafe { (*self.decl).on_save }?;
         let mut state = Vec::new();
         let sink = bytes_sink(&mut state);
+        let _busy = crash::enter(self.crash_tag, &[b"save"]);
         // SAFETY: we trust the plugin; the instance is live and `sink` outlives the call.
         let status = unsafe { save(self.instance, &sink) };
         (status == Status::OK && !state.is_empty()).then_some(state)
@@ -275,12 +292,14 @@ impl Generation {
 
 impl Drop for Generation {
     fn drop(&mut self) {
+        let busy = crash::enter(self.crash_tag, &[b"drop"]);
         // SAFETY: no request holds this generation any more (we are in its drop), so `on_drop` runs
         // after the last `on_handle`, once, on the instance `on_init` made.
         unsafe { ((*self.decl).on_drop)(self.instance) };
         // Close the library last. `dlclose` is best effort: glibc keeps the image mapped while
         // thread-local destructors it registered are pending; nothing calls into it either way.
         drop(self.library.take());
+        drop(busy);
         tracing::debug!(plugin = %self.log_tag.plugin, generation = self.number, "generation dropped");
     }
 }

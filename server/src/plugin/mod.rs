@@ -14,7 +14,7 @@ mod watch;
 
 pub use loader::{Generation, PluginFile};
 pub use registry::{
-    LATENCY_BUCKETS_US, PluginCounts, PluginInfo, Registry, RouteSpec, plugin_name,
+    LATENCY_BUCKETS_US, PluginCounts, PluginInfo, Quarantined, Registry, RouteSpec, plugin_name,
 };
 pub use watch::{Change, WatchSpec, Watcher, watch};
 
@@ -67,4 +67,7 @@ pub enum LoadError {
     /// `on_init` failed; the plugin's message.
     #[error("init failed: {0}")]
     Init(String),
+    /// This very file crashed server processes: it stays unloaded until it changes or SIGHUP.
+    #[error("quarantined: this file crashed its server process; a new file or SIGHUP lifts it")]
+    Quarantined,
 }

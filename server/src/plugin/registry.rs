@@ -34,6 +34,19 @@ pub struct PluginInfo {
     pub generation: Option<Arc<Generation>>,
     /// The prefixes it serves.
     pub routes: Vec<String>,
+    /// Left unloaded because this file crashed server processes.
+    pub quarantined: bool,
+}
+
+/// A plugin file that crashed server processes, which the supervisor tells every server process
+/// not to load: the plugin's name and the first hex digits of the file's SHA-256. A rebuilt file
+/// has another hash and loads again.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Quarantined {
+    /// The plugin's name.
+    pub plugin: String,
+    /// A prefix of the file's SHA-256, hex.
+    pub sha: String,
 }
 
 /// A route from `config.toml`: `prefix` is served by the plugin `plugin`.
@@ -70,6 +83,8 @@ struct Inner {
     /// The next generation number of every name ever loaded, so that a plugin removed and added
     /// again does not repeat a number in logs and metrics.
     next_numbers: BTreeMap<String, u64>,
+    /// Files not to load (from the supervisor).
+    quarantine: Vec<Quarantined>,
 }
 
 struct Mounted {
@@ -85,6 +100,8 @@ struct Mount {
     current: ArcSwapOption<Generation>,
     /// Counted while metrics are on (an admin listener is configured).
     stats: PluginStats,
+    /// Set while its file is quarantined, so that its 503 says so.
+    quarantined: AtomicBool,
 }
 
 impl Mount {
@@ -92,6 +109,7 @@ impl Mount {
         Mount {
             current: ArcSwapOption::empty(),
             stats: PluginStats::default(),
+            quarantined: AtomicBool::new(false),
         }
     }
 }
@@ -102,7 +120,7 @@ pub const LATENCY_BUCKETS_US: [u64; 10] = [
 ];
 
 /// One plugin's counters, read at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PluginCounts {
     /// Requests answered.
     pub requests: u64,
@@ -202,6 +220,7 @@ impl Registry {
                 settings,
                 routes,
                 next_numbers: BTreeMap::new(),
+                quarantine: Vec::new(),
             }),
             table: ArcSwap::from_pointee(RouteTable::default()),
             access_log: AtomicBool::new(false),
@@ -321,6 +340,22 @@ impl Registry {
                 return Ok(());
             }
             entry.tried_sha256 = Some(file.sha256.clone());
+            let quarantined = inner
+                .quarantine
+                .iter()
+                .any(|q| q.plugin == name && file.sha256.starts_with(&q.sha));
+            entry
+                .mount
+                .quarantined
+                .store(quarantined, Ordering::Relaxed);
+            if quarantined {
+                // The supervisor logged it once; each process that skips it says so at debug.
+                tracing::debug!(
+                    plugin = name,
+                    "plugin {name}: {file_name} is quarantined: not loaded"
+                );
+                return Err(LoadError::Quarantined);
+            }
             (settings, number, Arc::clone(&entry.mount))
         };
         let loaded = Generation::load(&file, name, number, &settings, &self.shadow_dir);
@@ -371,6 +406,41 @@ impl Registry {
         // If no request holds the old generation any more, its `on_drop` runs here, unlocked.
         drop(old);
         result
+    }
+
+    /// Replaces the list of quarantined files: a generation loaded from one of them is unloaded at
+    /// once (its requests in flight finish), and a plugin no longer listed is loaded again by the
+    /// next [`scan`](Self::scan).
+    pub fn set_quarantine(&self, list: Vec<Quarantined>) {
+        let mut dropped = Vec::new();
+        {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            for (name, m) in inner.mounts.iter_mut() {
+                let current = m.mount.current.load_full();
+                let hit = |sha: &str| {
+                    list.iter()
+                        .any(|q| q.plugin == *name && sha.starts_with(&q.sha))
+                };
+                if let Some(g) = current.filter(|g| hit(&g.sha256)) {
+                    m.mount.quarantined.store(true, Ordering::Relaxed);
+                    dropped.extend(m.mount.current.swap(None));
+                    tracing::info!(
+                        plugin = %name,
+                        "plugin {name}: generation {} unloaded: quarantined",
+                        g.number
+                    );
+                } else if m.mount.quarantined.load(Ordering::Relaxed)
+                    && !m.tried_sha256.as_deref().is_some_and(hit)
+                {
+                    m.mount.quarantined.store(false, Ordering::Relaxed);
+                    m.tried_sha256 = None;
+                }
+            }
+            inner.quarantine = list;
+        }
+        // Dropped unlocked: the plugin's `on_drop` may run here.
+        drop(dropped);
     }
 
     /// Unmounts the plugin of a file that was removed from the folder.
@@ -429,6 +499,7 @@ impl Registry {
                 counts: m.mount.stats.snapshot(),
                 file: m.file.clone(),
                 generation: m.mount.current.load_full(),
+                quarantined: m.mount.quarantined.load(Ordering::Relaxed),
                 routes: table
                     .routes
                     .iter()
@@ -538,6 +609,13 @@ impl Registry {
         let current = mount.current.load();
         let Some(generation) = current.as_ref() else {
             tracing::debug!(plugin = %name, path, "plugin unavailable");
+            if mount.quarantined.load(Ordering::Relaxed) {
+                let body = format!(
+                    "plugin {name} is quarantined: it crashed its server process; a new build of \
+                     its file or SIGHUP lifts it\n"
+                );
+                return respond(plain(503, body).view());
+            }
             return respond(plain(503, "the plugin for this path is not available\n").view());
         };
         if self.access_log.load(Ordering::Relaxed) {
@@ -612,7 +690,7 @@ fn matches(prefix: &str, path: &str) -> bool {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-fn plain(status: u16, body: &'static str) -> Response {
+fn plain(status: u16, body: impl Into<Vec<u8>>) -> Response {
     ResponseBuilder::new(status)
         .content_type("text/plain; charset=utf-8")
         .body(body)

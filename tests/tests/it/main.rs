@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod config;
+mod crashes;
 mod fixtures;
 mod guide;
 mod hardening;

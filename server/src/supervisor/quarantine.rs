@@ -1,0 +1,183 @@
+//! Quarantine: which plugin files crashed their server processes too often to be loaded again.
+//!
+//! The supervisor counts the crashes each plugin is implicated in. When one file (a plugin name
+//! and its hash) has crashed `threshold` processes within `window`, it is quarantined: every server
+//! process leaves it unloaded and its routes answer 503. A new file for that plugin (another hash)
+//! loads as usual, and SIGHUP lifts every quarantine.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::plugin::Quarantined;
+
+/// The crashes of every plugin, and the files under quarantine.
+#[derive(Debug)]
+pub struct Quarantine {
+    /// Crashes that quarantine a file; 0 turns quarantine off.
+    threshold: u32,
+    /// The time those crashes must fall within.
+    window: Duration,
+    plugins: BTreeMap<String, Crashes>,
+}
+
+#[derive(Debug, Default)]
+struct Crashes {
+    /// Every crash of the plugin, whatever its file.
+    total: u64,
+    /// The file of the latest crashes.
+    sha: String,
+    /// When that file crashed, newest last, within the window.
+    recent: VecDeque<Instant>,
+    /// That file is quarantined.
+    quarantined: bool,
+}
+
+impl Quarantine {
+    /// No crashes yet.
+    pub fn new(threshold: u32, window: Duration) -> Quarantine {
+        Quarantine {
+            threshold,
+            window,
+            plugins: BTreeMap::new(),
+        }
+    }
+
+    /// Counts a crash of `plugin`, loaded from a file whose hash starts with `sha`, at `now`.
+    /// Returns `true` when this crash puts the file in quarantine.
+    pub fn crashed(&mut self, plugin: &str, sha: &str, now: Instant) -> bool {
+        let c = self.plugins.entry(plugin.to_owned()).or_default();
+        c.total += 1;
+        if c.sha != sha {
+            // Another build: its crashes count from zero.
+            c.sha = sha.to_owned();
+            c.recent.clear();
+            c.quarantined = false;
+        }
+        c.recent.push_back(now);
+        while c
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
+            c.recent.pop_front();
+        }
+        let due = self.threshold > 0 && c.recent.len() >= self.threshold as usize;
+        let newly = due && !c.quarantined;
+        c.quarantined |= due;
+        newly
+    }
+
+    /// A server process loaded `plugin` from a file with hash `sha256`: if it was quarantined
+    /// under another file, the quarantine is lifted. Returns `true` when it was.
+    pub fn loaded(&mut self, plugin: &str, sha256: &str) -> bool {
+        match self.plugins.get_mut(plugin) {
+            Some(c) if c.quarantined && !sha256.starts_with(&c.sha) => {
+                c.quarantined = false;
+                c.recent.clear();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Lifts every quarantine (SIGHUP); returns the plugins it lifted.
+    pub fn lift_all(&mut self) -> Vec<String> {
+        let mut lifted = Vec::new();
+        for (name, c) in &mut self.plugins {
+            if c.quarantined {
+                lifted.push(name.clone());
+            }
+            c.quarantined = false;
+            c.recent.clear();
+        }
+        lifted
+    }
+
+    /// The files under quarantine, for the server processes.
+    pub fn list(&self) -> Vec<Quarantined> {
+        self.plugins
+            .iter()
+            .filter(|(_, c)| c.quarantined)
+            .map(|(name, c)| Quarantined {
+                plugin: name.clone(),
+                sha: c.sha.clone(),
+            })
+            .collect()
+    }
+
+    /// Every plugin that ever crashed: its crashes, and whether it is quarantined.
+    pub fn counts(&self) -> BTreeMap<String, (u64, bool)> {
+        self.plugins
+            .iter()
+            .map(|(name, c)| (name.clone(), (c.total, c.quarantined)))
+            .collect()
+    }
+
+    /// The threshold and the window, for log lines.
+    pub fn rule(&self) -> (u32, Duration) {
+        (self.threshold, self.window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn the_third_crash_in_the_window_quarantines_once() {
+        let mut q = Quarantine::new(3, 60 * S);
+        let t = Instant::now();
+        assert!(!q.crashed("chaos", "aaaa", t));
+        assert!(!q.crashed("chaos", "aaaa", t + S));
+        assert!(q.list().is_empty());
+        assert!(q.crashed("chaos", "aaaa", t + 2 * S));
+        assert!(!q.crashed("chaos", "aaaa", t + 3 * S), "only once");
+        assert_eq!(
+            q.list(),
+            [Quarantined {
+                plugin: "chaos".into(),
+                sha: "aaaa".into()
+            }]
+        );
+        assert_eq!(q.counts()["chaos"], (4, true));
+    }
+
+    #[test]
+    fn crashes_outside_the_window_do_not_add_up() {
+        let mut q = Quarantine::new(3, 60 * S);
+        let t = Instant::now();
+        assert!(!q.crashed("chaos", "aaaa", t));
+        assert!(!q.crashed("chaos", "aaaa", t + 50 * S));
+        assert!(!q.crashed("chaos", "aaaa", t + 100 * S));
+        assert!(q.crashed("chaos", "aaaa", t + 101 * S));
+    }
+
+    #[test]
+    fn a_new_build_starts_from_zero_and_lifts_the_quarantine() {
+        let mut q = Quarantine::new(3, 60 * S);
+        let t = Instant::now();
+        for i in 0..3 {
+            q.crashed("chaos", "aaaa", t + i * S);
+        }
+        assert!(!q.loaded("chaos", "aaaa1234"), "the same file");
+        assert!(q.loaded("chaos", "bbbb1234"), "a rebuild");
+        assert!(q.list().is_empty());
+        assert!(!q.crashed("chaos", "bbbb", t + 4 * S));
+        assert_eq!(q.counts()["chaos"], (4, false));
+    }
+
+    #[test]
+    fn sighup_lifts_everything_and_zero_turns_it_off() {
+        let mut q = Quarantine::new(1, 60 * S);
+        assert!(q.crashed("a", "1", Instant::now()));
+        assert!(q.crashed("b", "2", Instant::now()));
+        assert_eq!(q.lift_all(), ["a", "b"]);
+        assert!(q.list().is_empty());
+        let mut off = Quarantine::new(0, 60 * S);
+        for _ in 0..10 {
+            assert!(!off.crashed("a", "1", Instant::now()));
+        }
+    }
+}
