@@ -24,8 +24,10 @@ pub struct Snapshot {
     pub server: ServerStats,
     /// Its plugins, by name.
     pub plugins: Vec<PluginRow>,
-    /// Its threads inside plugin code now.
+    /// Its threads inside plugin code now (the 32 longest).
     pub running: Vec<Running>,
+    /// Its drain timeout in force, in milliseconds (it can be reloaded).
+    pub drain_timeout_ms: u64,
 }
 
 /// One plugin, as a process or the whole server sees it.
@@ -75,7 +77,8 @@ impl Snapshot {
         Snapshot {
             server,
             plugins,
-            running: crate::crash::running(),
+            running: crate::crash::running(32),
+            drain_timeout_ms: 0,
         }
     }
 }
@@ -192,18 +195,26 @@ fn add(sum: &mut PluginCounts, more: &PluginCounts) {
     sum.reloads_failed += more.reloads_failed;
 }
 
-/// The admin handler; `overview` says how the server is doing now.
+/// The admin handler; `overview` says how the server is doing now, or `None` when the supervisor
+/// cannot tell in time (the answer is then 503, never made-up zeros that a scraper would take
+/// for a counter reset).
 pub fn handler(
-    overview: impl Fn() -> Overview + Send + Sync + 'static,
+    overview: impl Fn() -> Option<Overview> + Send + Sync + 'static,
 ) -> impl Fn(&Request<'_>) -> Response + Send + Sync + 'static {
     move |request| {
-        let (content_type, body) = match request.path() {
-            "/metrics" => ("text/plain; version=0.0.4", metrics(&overview())),
-            "/status" => ("application/json", status(&overview()).to_string()),
-            "/" => ("text/html; charset=utf-8", page(&overview())),
-            _ => ("text/plain", String::new()),
+        let (content_type, render): (&str, fn(&Overview) -> String) = match request.path() {
+            "/metrics" => ("text/plain; version=0.0.4", metrics),
+            "/status" => ("application/json", |o| status(o).to_string()),
+            "/" => ("text/html; charset=utf-8", page),
+            _ => ("text/plain", |_| String::new()),
         };
-        let code = if body.is_empty() { 404 } else { 200 };
+        let (code, body) = match overview() {
+            Some(o) => {
+                let body = render(&o);
+                (if body.is_empty() { 404 } else { 200 }, body)
+            }
+            None => (503, "the supervisor did not answer in time\n".to_owned()),
+        };
         ResponseBuilder::new(code)
             .content_type(content_type)
             .header("cache-control", "no-store")
@@ -508,7 +519,7 @@ mod tests {
                 ..ServerStats::default()
             },
             plugins: vec![row("hello", 5, Some(1)), row("chaos", 1, Some(1))],
-            running: Vec::new(),
+            ..Snapshot::default()
         };
         let two = Snapshot {
             server: ServerStats {
@@ -517,7 +528,7 @@ mod tests {
                 ..ServerStats::default()
             },
             plugins: vec![row("hello", 4, Some(2))],
-            running: Vec::new(),
+            ..Snapshot::default()
         };
         let mut retired = Totals::default();
         retired.retire(&Snapshot {
@@ -527,7 +538,7 @@ mod tests {
                 accepted_total: 50,
                 ..ServerStats::default()
             },
-            running: Vec::new(),
+            ..Snapshot::default()
         });
         let crashes = BTreeMap::from([("chaos".to_owned(), (3, true))]);
         let o = Overview::merge(&retired, [&one, &two], Vec::new(), &crashes);

@@ -20,11 +20,10 @@
 
 use std::cell::Cell;
 use std::ffi::c_void;
+use std::marker::PhantomData;
 use std::os::fd::RawFd;
 use std::sync::OnceLock;
-use std::sync::atomic::{
-    AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, compiler_fence,
-};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// A plugin generation as a crash record names it. Made once per generation and leaked, so a
@@ -52,9 +51,20 @@ impl Tag {
 }
 
 /// What a thread is doing in plugin code: a request (`GET /chaos/segv`) or a lifecycle step
-/// (`init`, `drop`).
+/// (`init`, `drop`). Not `Send`: only the thread that entered may clear its slot.
 pub struct Busy {
     slot: Option<&'static Slot>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Busy {
+    /// Goes on in the same plugin's code, doing something else (`load`, then `init`).
+    pub fn doing(&self, what: &[&[u8]]) {
+        if let Some(slot) = self.slot {
+            let text = joined(what);
+            slot.write(|s| s.what.store(&text));
+        }
+    }
 }
 
 impl Drop for Busy {
@@ -66,7 +76,8 @@ impl Drop for Busy {
 }
 
 /// Marks the calling thread as running plugin code for `tag`, doing `what` (its parts are joined
-/// with spaces: `["GET", "/x"]`), until the guard drops.
+/// with spaces: `["GET", "/x"]`), until the guard drops. Inside plugin code already (a generation
+/// dropped while another's step runs), the outer activity stays: the guard does nothing.
 pub fn enter(tag: &'static Tag, what: &[&[u8]]) -> Busy {
     let slot = MINE.with(|mine| match mine.get() {
         Some(slot) => Some(slot),
@@ -76,18 +87,10 @@ pub fn enter(tag: &'static Tag, what: &[&[u8]]) -> Busy {
             slot
         }
     });
+    let slot = slot.filter(|s| s.tag.load(Ordering::Relaxed).is_null());
     if let Some(slot) = slot {
         let since = epoch().elapsed().as_millis() as u64;
-        let mut text = Text::<256>::EMPTY;
-        let mut at = 0;
-        for (i, part) in what.iter().enumerate() {
-            for piece in [if i > 0 { &b" "[..] } else { &[][..] }, part] {
-                let n = piece.len().min(256 - at);
-                text.bytes[at..at + n].copy_from_slice(&piece[..n]);
-                at += n;
-            }
-        }
-        text.len = at as u32;
+        let text = joined(what);
         slot.write(|s| {
             s.what.store(&text);
             s.since_ms.store(since, Ordering::Relaxed);
@@ -95,7 +98,25 @@ pub fn enter(tag: &'static Tag, what: &[&[u8]]) -> Busy {
                 .store((tag as *const Tag).cast_mut(), Ordering::Relaxed);
         });
     }
-    Busy { slot }
+    Busy {
+        slot,
+        _not_send: PhantomData,
+    }
+}
+
+/// `what`'s parts joined with spaces, cut at 256 bytes.
+fn joined(what: &[&[u8]]) -> Text<256> {
+    let mut text = Text::<256>::EMPTY;
+    let mut at = 0;
+    for (i, part) in what.iter().enumerate() {
+        for piece in [if i > 0 { &b" "[..] } else { &[][..] }, part] {
+            let n = piece.len().min(256 - at);
+            text.bytes[at..at + n].copy_from_slice(&piece[..n]);
+            at += n;
+        }
+    }
+    text.len = at as u32;
+    text
 }
 
 /// One thread of this process inside plugin code, read at one moment.
@@ -111,8 +132,8 @@ pub struct Running {
     pub for_ms: u64,
 }
 
-/// Every thread of this process that is inside plugin code now, longest first.
-pub fn running() -> Vec<Running> {
+/// The threads of this process inside plugin code now, longest first, at most `limit` of them.
+pub fn running(limit: usize) -> Vec<Running> {
     let now = epoch().elapsed().as_millis() as u64;
     let mut out: Vec<Running> = TABLE
         .iter()
@@ -128,6 +149,7 @@ pub fn running() -> Vec<Running> {
         })
         .collect();
     out.sort_by_key(|r| std::cmp::Reverse(r.for_ms));
+    out.truncate(limit);
     out
 }
 
@@ -202,7 +224,7 @@ impl Record {
         // SAFETY: the length is right, and every field is an integer or a byte array, so any bit
         // pattern is a valid `Record`; `read_unaligned` needs no alignment.
         let record: Record = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        (record.magic == Self::MAGIC).then_some(record)
+        (record.magic == Self::MAGIC && matches!(record.kind, 1 | 2)).then_some(record)
     }
 
     /// The record's bytes, as the handler writes them.
@@ -315,11 +337,30 @@ static TABLE: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
 thread_local! {
     /// This thread's slot, claimed at its first [`enter`].
     static MINE: Cell<Option<&'static Slot>> = const { Cell::new(None) };
+    /// Gives the slot back when the thread ends, so that a reused thread id never finds it.
+    static RELEASE: Release = const { Release };
 }
 
-/// One thread's activity. Written only by its thread, read by its signal handler (which
-/// interrupts that thread, so never sees a write half done) and by [`running`] on other threads
-/// (through the sequence lock `seq`).
+/// Frees the thread's slot at thread exit.
+struct Release;
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        // A thread that ends inside plugin code is one that called `exit` there: glibc runs the
+        // calling thread's thread-local destructors before the `atexit` hooks, and `at_exit`
+        // still needs the slot. It is not freed then (the process is ending anyway).
+        if let Some(slot) = MINE.try_with(Cell::get).ok().flatten()
+            && slot.tag.load(Ordering::Relaxed).is_null()
+        {
+            slot.tid.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// One thread's activity. Written only by its thread; read by its signal handler, which
+/// interrupts that thread between two of its instructions and so reads the slot as the thread left
+/// it (plugin code never runs while the slot is being rewritten), and by [`running`] on other
+/// threads, through the sequence lock `seq`.
 struct Slot {
     /// The owning thread's id; 0 while free.
     tid: AtomicI32,
@@ -347,10 +388,9 @@ impl Slot {
 
     fn write(&self, change: impl FnOnce(&Slot)) {
         self.seq.fetch_add(1, Ordering::Relaxed);
-        compiler_fence(Ordering::SeqCst);
+        // Readers that see a field changed must also see `seq` odd.
         std::sync::atomic::fence(Ordering::Release);
         change(self);
-        std::sync::atomic::fence(Ordering::Release);
         self.seq.fetch_add(1, Ordering::Release);
     }
 
@@ -466,6 +506,7 @@ fn claim() -> Option<&'static Slot> {
     })?;
     slot.stack_low.store(stack_low(), Ordering::Relaxed);
     alt_stack();
+    RELEASE.with(|_| {});
     Some(slot)
 }
 
@@ -519,8 +560,9 @@ fn alt_stack() {
     }
 }
 
-/// Writes the calling thread's record to the crash pipe. Async-signal-safe (see the module docs).
-fn write_record(cause: Cause, fault_addr: usize) {
+/// Writes the calling thread's record to the crash pipe; `fault_addr` is the address of a memory
+/// fault (SIGSEGV, SIGBUS), if that is what this is. Async-signal-safe (see the module docs).
+fn write_record(cause: Cause, fault_addr: Option<usize>) {
     let fd = CRASH_FD.load(Ordering::Relaxed);
     if fd < 0 {
         return;
@@ -537,7 +579,11 @@ fn write_record(cause: Cause, fault_addr: usize) {
         let low = slot.stack_low.load(Ordering::Relaxed);
         // The guard page sits just below the stack; a fault a little above it is still a frame
         // that did not fit.
-        if low != 0 && fault_addr >= low.saturating_sub(1 << 20) && fault_addr < low + (64 << 10) {
+        if let Some(addr) = fault_addr
+            && low != 0
+            && addr >= low.saturating_sub(1 << 20)
+            && addr < low + (64 << 10)
+        {
             record.overflow = 1;
         }
     }
@@ -547,16 +593,18 @@ fn write_record(cause: Cause, fault_addr: usize) {
 }
 
 extern "C" fn on_fatal(signal: libc::c_int, info: *mut libc::siginfo_t, _context: *mut c_void) {
-    let addr = if info.is_null() {
-        0
-    } else {
-        // SAFETY: the kernel hands a valid `siginfo_t` to an SA_SIGINFO handler.
-        unsafe { (*info).si_addr() as usize }
-    };
+    // `si_addr` is a faulting address only for a memory fault raised by the kernel (si_code > 0);
+    // for a signal sent by `raise` or `kill` those bytes are the sender's pid and uid.
+    let fault = (signal == libc::SIGSEGV || signal == libc::SIGBUS) && !info.is_null();
+    // SAFETY: the kernel hands a valid `siginfo_t` to an SA_SIGINFO handler.
+    let addr = fault
+        .then(|| unsafe { ((*info).si_code > 0).then(|| (*info).si_addr() as usize) })
+        .flatten();
     write_record(Cause::Signal(signal), addr);
-    // SA_RESETHAND put the default action back on entry; the signal is blocked until we return,
-    // so `raise` leaves it pending and the process dies of it as it would have without us (a
-    // hardware fault would also recur when the instruction runs again).
+    // SA_RESETHAND put the default action back on entry; on Linux the signal stays blocked until
+    // we return (SA_RESETHAND does not imply SA_NODEFER there), so `raise` leaves it pending and
+    // the process dies of it as it would have without us (a hardware fault would also recur when
+    // the instruction runs again).
     // SAFETY: `raise` is async-signal-safe.
     unsafe { libc::raise(signal) };
 }
@@ -567,7 +615,7 @@ extern "C" fn at_exit() {
         .iter()
         .any(|s| s.tid.load(Ordering::Relaxed) == tid && !s.tag.load(Ordering::Relaxed).is_null());
     if busy {
-        write_record(Cause::Exit, 0);
+        write_record(Cause::Exit, None);
     }
 }
 
@@ -609,14 +657,37 @@ mod tests {
             drop(busy);
         });
         entered.wait();
-        let now = running();
+        let now = running(usize::MAX);
         let mine: Vec<_> = now.iter().filter(|r| r.plugin == "slowpoke").collect();
         assert_eq!(mine.len(), 1, "{now:?}");
         assert_eq!(mine[0].what, "GET /slowpoke/forever");
         assert_eq!(mine[0].generation, 7);
         release.wait();
         worker.join().unwrap();
-        assert!(!running().iter().any(|r| r.plugin == "slowpoke"));
+        assert!(!running(usize::MAX).iter().any(|r| r.plugin == "slowpoke"));
+    }
+
+    #[test]
+    fn a_nested_step_keeps_the_outer_activity_and_doing_renames_it() {
+        let outer = Tag::leak("outer", "libouter.so", "1", 1);
+        let inner = Tag::leak("inner", "libinner.so", "2", 1);
+        std::thread::spawn(move || {
+            let busy = enter(outer, &[b"load"]);
+            busy.doing(&[b"init"]);
+            let nested = enter(inner, &[b"drop"]);
+            let mine = |name: &str| running(usize::MAX).into_iter().find(|r| r.plugin == name);
+            assert_eq!(mine("outer").map(|r| r.what).as_deref(), Some("init"));
+            assert!(mine("inner").is_none());
+            drop(nested);
+            assert!(
+                mine("outer").is_some(),
+                "the nested guard leaves the outer one"
+            );
+            drop(busy);
+            assert!(mine("outer").is_none());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

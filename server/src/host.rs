@@ -193,10 +193,13 @@ impl HostHandle {
 
     /// How this process is doing: its counters, plugins and the plugin code running now.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot::of(
+        let mut snapshot = Snapshot::of(
             &self.reloader.registry,
             self.server.stats().unwrap_or_default(),
-        )
+        );
+        snapshot.drain_timeout_ms =
+            self.reloader.lock_config().limits.drain_timeout.as_millis() as u64;
+        snapshot
     }
 }
 

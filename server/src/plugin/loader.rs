@@ -127,11 +127,12 @@ impl Generation {
             .map_err(|e| LoadError::Shadow(format!("{}: {e}", shadow.display())))?;
         let file_name = file.path.file_name().unwrap_or_default().to_string_lossy();
         let crash_tag = crash::Tag::leak(name, &file_name, &file.sha256, number);
+        // Declared before `library`, so that it outlives it: a refused library is closed (and runs
+        // its destructors) while this still says whose code runs.
         let busy = crash::enter(crash_tag, &[b"load"]);
         // SAFETY: loading a library runs its initialisers; we trust the plugin (the operator put it
         // in the plugins folder). The shadow path is fresh, so glibc maps this very file.
         let opened = unsafe { Library::new(&shadow) };
-        drop(busy);
         // Mapped (or failed): the name is no longer needed, and nothing is left behind on a crash.
         let _ = std::fs::remove_file(&shadow);
         let library = opened.map_err(|e| LoadError::Dlopen(e.to_string()))?;
@@ -180,7 +181,7 @@ impl Generation {
         let mut instance: *mut c_void = std::ptr::null_mut();
         let mut error = Vec::new();
         let sink = bytes_sink(&mut error);
-        let busy = crash::enter(crash_tag, &[b"init"]);
+        busy.doing(&[b"init"]);
         // SAFETY: we trust the plugin; `host` lives in the generation until after `on_drop`,
         // `log_tag` forever, and `settings` and `sink` outlive the call.
         let status = unsafe {
@@ -191,7 +192,6 @@ impl Generation {
                 &sink,
             )
         };
-        drop(busy);
         if status != Status::OK || instance.is_null() {
             return Err(LoadError::Init(message(error, status)));
         }

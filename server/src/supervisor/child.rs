@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Instant, SystemTime};
 
@@ -19,8 +19,8 @@ use crate::crash::Record;
 use crate::plugin::Quarantined;
 use crate::supervisor::channel::{self, Down};
 
-/// The environment variable that tells a server process its inherited descriptors:
-/// `LISTENER,CHANNEL,CRASH_PIPE`.
+/// The environment variable that tells a server process its inherited descriptors and its
+/// supervisor: `LISTENER,CHANNEL,CRASH_PIPE,SUPERVISOR_PID`.
 pub const FDS_VAR: &str = "MINI_ASYNC_HTTP_FDS";
 
 /// A running server process.
@@ -32,10 +32,14 @@ pub struct Process {
     pub channel: mio::net::UnixDatagram,
     /// The read end of its crash pipe.
     crash: File,
-    /// When it was started, as wall-clock seconds, for the status page.
+    /// When it was started.
+    pub started: Instant,
+    /// The same, as wall-clock seconds, for the status page.
     pub started_unix: u64,
     /// When it said it was ready.
     pub ready: Option<Instant>,
+    /// SIGKILL was sent; its exit is still to be reaped.
+    pub killed: bool,
     /// Its latest snapshot.
     pub last: Option<Snapshot>,
 }
@@ -49,15 +53,22 @@ impl Process {
         }
     }
 
-    /// Its exit status, if it has ended (reaps it).
+    /// Its exit status, if it has ended (reaps it). A process that cannot be waited for any more
+    /// (someone else reaped it) counts as ended, with status 255.
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        match self.child.try_wait() {
+            Ok(status) => status,
+            Err(e) => {
+                tracing::error!(pid = self.pid, "cannot wait for a server process: {e}");
+                Some(ExitStatus::from_raw(255 << 8))
+            }
+        }
     }
 
-    /// Kills it and waits for it.
-    pub fn kill(&mut self) -> Option<ExitStatus> {
+    /// Sends it SIGKILL; [`exited`](Self::exited) reaps it later.
+    pub fn kill(&mut self) {
+        self.killed = true;
         let _ = self.child.kill();
-        self.child.wait().ok()
     }
 
     /// The crash records it wrote before it died.
@@ -100,9 +111,10 @@ pub fn spawn(
         .env(
             FDS_VAR,
             format!(
-                "{listener},{},{}",
+                "{listener},{},{},{}",
                 theirs.as_raw_fd(),
-                crash_write.as_raw_fd()
+                crash_write.as_raw_fd(),
+                std::process::id()
             ),
         )
         .stdin(Stdio::null());
@@ -133,24 +145,29 @@ pub fn spawn(
             Ok(())
         })
     };
-    let child = command.spawn()?;
+    let mut child = command.spawn()?;
     // The process has its ends now; ours would only keep them open after it dies.
     drop(theirs);
     drop(crash_write);
-    set_nonblocking(&crash_read)?;
-    let channel = {
-        ours.set_nonblocking(true)?;
-        mio::net::UnixDatagram::from_std(ours)
-    };
+    let made = set_nonblocking(&crash_read).and_then(|()| ours.set_nonblocking(true));
+    if let Err(e) = made {
+        // Never leave a process running that nobody watches.
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    let channel = mio::net::UnixDatagram::from_std(ours);
     Ok(Process {
         pid: child.id(),
         child,
         channel,
         crash: File::from(crash_read),
+        started: Instant::now(),
         started_unix: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         ready: None,
+        killed: false,
         last: None,
     })
 }
@@ -174,11 +191,21 @@ pub unsafe fn inherited() -> io::Result<(std::net::TcpListener, UnixDatagram, Ra
         .map(str::parse)
         .collect::<Result<_, _>>()
         .map_err(|_| io::Error::other(format!("{FDS_VAR}={value:?} is malformed")))?;
-    let [listener, channel, crash] = fds[..] else {
+    let [listener, channel, crash, supervisor] = fds[..] else {
         return Err(io::Error::other(format!(
             "{FDS_VAR}={value:?} is malformed"
         )));
     };
+    // The exec cleared the parent-death signal if this binary has file capabilities or is
+    // set-user-ID: arm it again, and make sure the supervisor did not die in between.
+    // SAFETY: prctl and getppid take no pointers.
+    let orphaned = unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        libc::getppid() != supervisor
+    };
+    if orphaned {
+        return Err(io::Error::other("the supervisor is gone"));
+    }
     for fd in [listener, channel, crash] {
         // SAFETY: F_GETFD only reads the descriptor's flags; it fails for a descriptor that is not
         // open, which is what we check.

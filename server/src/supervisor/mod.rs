@@ -89,12 +89,14 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 const ASK_TIMEOUT: Duration = Duration::from_millis(500);
 /// Past the drain timeout, how long a process may take to close and exit before it is killed.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// A process that is not serving this long after it was started is killed (and backs off).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Supervisor {
     options: Options,
-    /// Held open for the whole run, so that connections wait in its backlog while a process
-    /// restarts.
-    listener: std::net::TcpListener,
+    /// Held open until the drain begins, so that connections wait in its backlog while a process
+    /// restarts; closed then, so that new ones are refused at once rather than left waiting.
+    listener: Option<std::net::TcpListener>,
     addr: SocketAddr,
     poll: Poll,
     waker: Arc<Waker>,
@@ -180,7 +182,7 @@ impl Supervisor {
         let quarantine = Quarantine::new(options.quarantine_after, options.quarantine_window);
         Ok(Supervisor {
             options,
-            listener,
+            listener: Some(listener),
             addr,
             poll,
             waker,
@@ -262,11 +264,8 @@ impl Supervisor {
             tracing::info!("SIGHUP: quarantine lifted for {}", lifted.join(", "));
         }
         tracing::info!("SIGHUP: reloading the configuration and the plugins");
-        let files = self.quarantine.list();
+        self.send_quarantine();
         for process in self.running() {
-            process.send(&Down::Quarantine {
-                files: files.clone(),
-            });
             process.send(&Down::Reload);
         }
     }
@@ -280,10 +279,17 @@ impl Supervisor {
             signal = %signal_name(signal),
             "shutting down: draining {running} server process(es)"
         );
+        // The processes apply a reloaded drain timeout at once; wait for the longest in force.
+        let drain = self
+            .running()
+            .filter_map(|p| p.last.as_ref())
+            .map(|s| Duration::from_millis(s.drain_timeout_ms))
+            .fold(self.options.drain_timeout, Duration::max);
         self.phase = Phase::Draining {
-            deadline: Instant::now() + self.options.drain_timeout + DRAIN_GRACE,
+            deadline: Instant::now() + drain + DRAIN_GRACE,
             outcome: Ended::Clean,
         };
+        self.listener = None;
         for slot in &mut self.slots {
             match &slot.state {
                 State::Running(process) => process.send(&Down::Shutdown),
@@ -302,6 +308,9 @@ impl Supervisor {
                 let State::Running(process) = &mut slot.state else {
                     continue;
                 };
+                if process.killed {
+                    continue;
+                }
                 let holding = process
                     .last
                     .as_ref()
@@ -313,14 +322,13 @@ impl Supervisor {
                         )
                     });
                 tracing::error!(
-                    "server process {} (pid {}) was still busy {} ms after the drain began: \
+                    "server process {} (pid {}) was still busy when the drain timed out: \
                      {holding}; killed",
                     slot.number,
                     process.pid,
-                    (self.options.drain_timeout + DRAIN_GRACE).as_millis()
                 );
+                // Reaped by `reap` like any other exit.
                 process.kill();
-                slot.state = State::Stopped;
                 *outcome = Ended::Killed;
             }
         }
@@ -342,10 +350,12 @@ impl Supervisor {
             match channel::decode::<Up>(&self.buf[..n]) {
                 Some(Up::Ready) => self.ready(i),
                 Some(Up::Status { seq, snapshot }) => {
+                    let mut lifted = false;
                     for p in &snapshot.plugins {
                         if let Some(sha) = &p.sha256
                             && self.quarantine.loaded(&p.name, sha)
                         {
+                            lifted = true;
                             tracing::info!(
                                 plugin = %p.name,
                                 "plugin {}: quarantine lifted: a new file was loaded (sha {}…)",
@@ -353,6 +363,9 @@ impl Supervisor {
                                 &sha[..sha.len().min(8)]
                             );
                         }
+                    }
+                    if lifted {
+                        self.send_quarantine();
                     }
                     if let State::Running(process) = &mut self.slots[i].state {
                         process.last = Some(snapshot);
@@ -394,14 +407,32 @@ impl Supervisor {
         }
     }
 
-    /// Handles every process that ended.
+    /// Handles every process that ended, and kills one that never became ready.
     fn reap(&mut self) {
         for i in 0..self.slots.len() {
+            let number = self.slots[i].number;
             let status = match &mut self.slots[i].state {
-                State::Running(process) => process.exited(),
+                State::Running(process) => {
+                    if process.ready.is_none()
+                        && !process.killed
+                        && process.started.elapsed() >= START_TIMEOUT
+                    {
+                        tracing::error!(
+                            "server process {} (pid {}) was not serving {} s after it started: \
+                             killed",
+                            number,
+                            process.pid,
+                            START_TIMEOUT.as_secs()
+                        );
+                        process.kill();
+                    }
+                    process.exited()
+                }
                 _ => None,
             };
             if let Some(status) = status {
+                // Its last words (a final report) first.
+                self.read_channel(i);
                 self.ended(i, status);
             }
         }
@@ -434,8 +465,12 @@ impl Supervisor {
             tracing::error!("{previous}; its replacement did not start either");
         }
         let now = Instant::now();
+        // A death in a plugin's request handler is restarted at once however soon it came (the
+        // quarantine stops a plugin that keeps doing it); one before serving, or soon after it
+        // in no plugin's code, backs off so that a process that cannot run does not loop.
+        let request_crash = culprit.is_some() && process.ready.is_some();
         let served_long = process.ready.is_some_and(|t| t.elapsed() >= MIN_UPTIME);
-        if served_long {
+        if request_crash || served_long {
             slot.failures = 0;
             slot.report = Some((line, now));
             slot.state = State::Waiting { until: now };
@@ -443,11 +478,9 @@ impl Supervisor {
             slot.failures += 1;
             let wait = backoff(slot.failures);
             tracing::error!(
-                "{line}; restarting it in {} ms (backoff: {} death(s) in a row within {} s of \
-                 starting)",
+                "{line}; restarting it in {} ms (backoff: {} failed start(s) in a row)",
                 wait.as_millis(),
                 slot.failures,
-                MIN_UPTIME.as_secs()
             );
             slot.state = State::Waiting { until: now + wait };
         }
@@ -462,12 +495,17 @@ impl Supervisor {
                  answer 503 until a new build of its file or SIGHUP",
                 window.as_secs()
             );
-            let files = self.quarantine.list();
-            for process in self.running() {
-                process.send(&Down::Quarantine {
-                    files: files.clone(),
-                });
-            }
+            self.send_quarantine();
+        }
+    }
+
+    /// Tells every process the files not to load, after the list changed.
+    fn send_quarantine(&self) {
+        let files = self.quarantine.list();
+        for process in self.running() {
+            process.send(&Down::Quarantine {
+                files: files.clone(),
+            });
         }
     }
 
@@ -475,6 +513,9 @@ impl Supervisor {
     fn start_due(&mut self) {
         let now = Instant::now();
         let quarantined = self.quarantine.list();
+        let Some(listener) = &self.listener else {
+            return;
+        };
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
             if !matches!(slot.state, State::Waiting { until } if until <= now) {
@@ -484,15 +525,21 @@ impl Supervisor {
                 &self.options.exe,
                 &self.options.args,
                 slot.number,
-                self.listener.as_raw_fd(),
+                listener.as_raw_fd(),
                 &quarantined,
             )
             .and_then(|mut process| {
-                self.poll.registry().register(
+                let registered = self.poll.registry().register(
                     &mut process.channel,
                     Token(i),
                     Interest::READABLE,
-                )?;
+                );
+                if let Err(e) = registered {
+                    // Never leave a process running that nobody watches.
+                    process.kill();
+                    process.exited();
+                    return Err(e);
+                }
                 Ok(process)
             });
             match spawned {
@@ -598,10 +645,9 @@ impl Supervisor {
         let waker = Arc::clone(&self.waker);
         let handler = admin::handler(move || {
             let (reply, answer) = mpsc::channel();
-            if events.send(Event::Overview(reply)).is_err() || waker.wake().is_err() {
-                return Overview::default();
-            }
-            answer.recv_timeout(ASK_TIMEOUT * 4).unwrap_or_default()
+            events.send(Event::Overview(reply)).ok()?;
+            waker.wake().ok()?;
+            answer.recv_timeout(ASK_TIMEOUT * 4).ok()
         });
         let server = AIOServer::new(1, addr, handler);
         let handle = server.handle();

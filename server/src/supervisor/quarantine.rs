@@ -24,12 +24,9 @@ pub struct Quarantine {
 struct Crashes {
     /// Every crash of the plugin, whatever its file.
     total: u64,
-    /// The file of the latest crashes.
-    sha: String,
-    /// When that file crashed, newest last, within the window.
-    recent: VecDeque<Instant>,
-    /// That file is quarantined.
-    quarantined: bool,
+    /// Per file (a prefix of its hash): its recent crashes, newest last, within the window, and
+    /// whether it is quarantined.
+    files: BTreeMap<String, (VecDeque<Instant>, bool)>,
 }
 
 impl Quarantine {
@@ -43,73 +40,73 @@ impl Quarantine {
     }
 
     /// Counts a crash of `plugin`, loaded from a file whose hash starts with `sha`, at `now`.
-    /// Returns `true` when this crash puts the file in quarantine.
+    /// Returns `true` when this crash puts the file in quarantine (the list changed).
     pub fn crashed(&mut self, plugin: &str, sha: &str, now: Instant) -> bool {
         let c = self.plugins.entry(plugin.to_owned()).or_default();
         c.total += 1;
-        if c.sha != sha {
-            // Another build: its crashes count from zero.
-            c.sha = sha.to_owned();
-            c.recent.clear();
-            c.quarantined = false;
+        if sha.is_empty() {
+            // Not a file we can name: counted, never quarantined.
+            return false;
         }
-        c.recent.push_back(now);
-        while c
-            .recent
+        let (recent, quarantined) = c.files.entry(sha.to_owned()).or_default();
+        recent.push_back(now);
+        while recent
             .front()
             .is_some_and(|t| now.duration_since(*t) > self.window)
         {
-            c.recent.pop_front();
+            recent.pop_front();
         }
-        let due = self.threshold > 0 && c.recent.len() >= self.threshold as usize;
-        let newly = due && !c.quarantined;
-        c.quarantined |= due;
+        let due = self.threshold > 0 && recent.len() >= self.threshold as usize;
+        let newly = due && !*quarantined;
+        *quarantined |= due;
         newly
     }
 
-    /// A server process loaded `plugin` from a file with hash `sha256`: if it was quarantined
-    /// under another file, the quarantine is lifted. Returns `true` when it was.
+    /// A server process loaded `plugin` from a file with hash `sha256`: the plugin's other files
+    /// are superseded (a rebuild), and their quarantine is lifted. Returns `true` when the list
+    /// changed.
     pub fn loaded(&mut self, plugin: &str, sha256: &str) -> bool {
-        match self.plugins.get_mut(plugin) {
-            Some(c) if c.quarantined && !sha256.starts_with(&c.sha) => {
-                c.quarantined = false;
-                c.recent.clear();
-                true
-            }
-            _ => false,
-        }
+        let Some(c) = self.plugins.get_mut(plugin) else {
+            return false;
+        };
+        let before = c.files.len();
+        c.files.retain(|sha, _| sha256.starts_with(sha.as_str()));
+        c.files.len() != before
     }
 
     /// Lifts every quarantine (SIGHUP); returns the plugins it lifted.
     pub fn lift_all(&mut self) -> Vec<String> {
         let mut lifted = Vec::new();
         for (name, c) in &mut self.plugins {
-            if c.quarantined {
+            if c.files.values().any(|(_, q)| *q) {
                 lifted.push(name.clone());
             }
-            c.quarantined = false;
-            c.recent.clear();
+            c.files.clear();
         }
         lifted
     }
 
     /// The files under quarantine, for the server processes.
     pub fn list(&self) -> Vec<Quarantined> {
-        self.plugins
-            .iter()
-            .filter(|(_, c)| c.quarantined)
-            .map(|(name, c)| Quarantined {
-                plugin: name.clone(),
-                sha: c.sha.clone(),
-            })
-            .collect()
+        let mut list = Vec::new();
+        for (name, c) in &self.plugins {
+            for (sha, (_, quarantined)) in &c.files {
+                if *quarantined {
+                    list.push(Quarantined {
+                        plugin: name.clone(),
+                        sha: sha.clone(),
+                    });
+                }
+            }
+        }
+        list
     }
 
-    /// Every plugin that ever crashed: its crashes, and whether it is quarantined.
+    /// Every plugin that ever crashed: its crashes, and whether a file of it is quarantined.
     pub fn counts(&self) -> BTreeMap<String, (u64, bool)> {
         self.plugins
             .iter()
-            .map(|(name, c)| (name.clone(), (c.total, c.quarantined)))
+            .map(|(name, c)| (name.clone(), (c.total, c.files.values().any(|(_, q)| *q))))
             .collect()
     }
 
@@ -166,6 +163,23 @@ mod tests {
         assert!(q.list().is_empty());
         assert!(!q.crashed("chaos", "bbbb", t + 4 * S));
         assert_eq!(q.counts()["chaos"], (4, false));
+    }
+
+    #[test]
+    fn files_count_apart_and_a_crash_of_another_build_lifts_nothing() {
+        let mut q = Quarantine::new(2, 60 * S);
+        let t = Instant::now();
+        q.crashed("chaos", "new", t);
+        assert!(q.crashed("chaos", "new", t + S));
+        // The old build, still dropping in some process, crashes once: "new" stays quarantined.
+        assert!(!q.crashed("chaos", "old", t + 2 * S));
+        assert_eq!(q.list().len(), 1);
+        assert_eq!(q.list()[0].sha, "new");
+        assert!(
+            !q.crashed("chaos", "", t),
+            "no hash: counted, never quarantined"
+        );
+        assert_eq!(q.counts()["chaos"], (4, true));
     }
 
     #[test]
