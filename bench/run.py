@@ -132,7 +132,7 @@ class Server:
         return total
 
 
-def servers(tmp):
+def servers(tmp, also=()):
     target = os.path.join(ROOT, "target", "release")
     plugins = os.path.join(tmp, "plugins")
     os.makedirs(plugins, exist_ok=True)
@@ -162,10 +162,18 @@ http {{
 }}
 """)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    return [
+    host = [os.path.join(target, "mini-async-http"), "--config", config, "--plugins", plugins]
+    # Other builds of the host binary (an earlier commit, say), run the same way beside this one.
+    extra = [Server(f"mini-async-http ({label})",
+                    [path, "--config", config, "--plugins", plugins, "--listen",
+                     f"127.0.0.1:{18090 + i}", "--workers", "2"], 18090 + i, cwd=tmp)
+             for i, (label, path) in enumerate(also)]
+    return extra + [
         Server("mini-async-http (hello plugin)",
-               [os.path.join(target, "mini-async-http"), "--config", config, "--plugins", plugins,
-                "--listen", "127.0.0.1:18081", "--workers", "2"], 18081, cwd=tmp),
+               host + ["--listen", "127.0.0.1:18081", "--workers", "2"], 18081, cwd=tmp),
+        Server("mini-async-http (hello plugin, 2 processes)",
+               host + ["--listen", "127.0.0.1:18085", "--workers", "1", "--processes", "2"], 18085,
+               cwd=tmp),
         Server("mini-async-http (closure)",
                [os.path.join(target, "examples", "hello_bench"), "127.0.0.1:18082", "2"], 18082),
         Server("hyper 1 + tokio", [os.path.join(BENCH, "hyper-hello", "target", "release",
@@ -399,6 +407,8 @@ def main():
     parser.add_argument("--only", action="append", help="run only servers whose name contains this")
     parser.add_argument("--quick", action="store_true", help="3 s runs, 1 round, 2000 idle connections")
     parser.add_argument("--no-write", action="store_true", help="print, but do not write BENCHMARKS.md")
+    parser.add_argument("--also", action="append", default=[], metavar="LABEL=PATH",
+                        help="another build of the host binary to run beside (repeatable)")
     parser.add_argument("--render", metavar="WHEN", help="only rewrite BENCHMARKS.md and the chart "
                         "from bench/results.json, measured at WHEN (YYYY-MM-DDTHH:MM)")
     args = parser.parse_args()
@@ -428,7 +438,7 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc)
     results = {}
     with tempfile.TemporaryDirectory(prefix="mah-bench-") as tmp:
-        all_servers = servers(tmp)
+        all_servers = servers(tmp, [tuple(a.split("=", 1)) for a in args.also])
         chosen = [s for s in all_servers if not args.only or any(o in s.name for o in args.only)]
         try:
             for s in chosen:

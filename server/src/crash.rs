@@ -22,9 +22,7 @@ use std::cell::Cell;
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::os::fd::RawFd;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
 
 /// A plugin generation as a crash record names it. Made once per generation and leaked, so a
 /// signal handler can read it at any moment.
@@ -61,8 +59,7 @@ impl Busy {
     /// Goes on in the same plugin's code, doing something else (`load`, then `init`).
     pub fn doing(&self, what: &[&[u8]]) {
         if let Some(slot) = self.slot {
-            let text = joined(what);
-            slot.write(|s| s.what.store(&text));
+            slot.write(|s| s.what.store(what));
         }
     }
 }
@@ -70,7 +67,9 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         if let Some(slot) = self.slot {
-            slot.write(|s| s.tag.store(std::ptr::null_mut(), Ordering::Relaxed));
+            // One store, outside the sequence lock: a reader that raced it returns the activity
+            // that just ended, which was true a moment ago; the next `enter` bumps the sequence.
+            slot.tag.store(std::ptr::null_mut(), Ordering::Release);
         }
     }
 }
@@ -89,11 +88,10 @@ pub fn enter(tag: &'static Tag, what: &[&[u8]]) -> Busy {
     });
     let slot = slot.filter(|s| s.tag.load(Ordering::Relaxed).is_null());
     if let Some(slot) = slot {
-        let since = epoch().elapsed().as_millis() as u64;
-        let text = joined(what);
         slot.write(|s| {
-            s.what.store(&text);
-            s.since_ms.store(since, Ordering::Relaxed);
+            s.what.store(what);
+            // Stamped by the first `running` that sees it: no clock read on the request path.
+            s.since_ms.store(0, Ordering::Relaxed);
             s.tag
                 .store((tag as *const Tag).cast_mut(), Ordering::Relaxed);
         });
@@ -102,21 +100,6 @@ pub fn enter(tag: &'static Tag, what: &[&[u8]]) -> Busy {
         slot,
         _not_send: PhantomData,
     }
-}
-
-/// `what`'s parts joined with spaces, cut at 256 bytes.
-fn joined(what: &[&[u8]]) -> Text<256> {
-    let mut text = Text::<256>::EMPTY;
-    let mut at = 0;
-    for (i, part) in what.iter().enumerate() {
-        for piece in [if i > 0 { &b" "[..] } else { &[][..] }, part] {
-            let n = piece.len().min(256 - at);
-            text.bytes[at..at + n].copy_from_slice(&piece[..n]);
-            at += n;
-        }
-    }
-    text.len = at as u32;
-    text
 }
 
 /// One thread of this process inside plugin code, read at one moment.
@@ -128,23 +111,34 @@ pub struct Running {
     pub generation: u64,
     /// What it is doing: `GET /x`, `init`, …
     pub what: String,
-    /// For how long, in milliseconds.
+    /// For how long, in milliseconds, counted from the first time it was seen: processes report
+    /// every second, so this is short of the truth by up to a second.
     pub for_ms: u64,
 }
 
 /// The threads of this process inside plugin code now, longest first, at most `limit` of them.
 pub fn running(limit: usize) -> Vec<Running> {
-    let now = epoch().elapsed().as_millis() as u64;
+    let now = coarse_ms();
     let mut out: Vec<Running> = TABLE
         .iter()
         .filter(|s| s.tid.load(Ordering::Relaxed) != 0)
         .filter_map(|s| {
             let (tag, what, since) = s.read()?;
+            if since == 0 {
+                // First seen now; the owner resets it to 0 for its next activity.
+                let _ = s
+                    .since_ms
+                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+            }
             Some(Running {
                 plugin: tag.plugin.to_string(),
                 generation: tag.generation,
                 what,
-                for_ms: now.saturating_sub(since),
+                for_ms: if since == 0 {
+                    0
+                } else {
+                    now.saturating_sub(since)
+                },
             })
         })
         .collect();
@@ -368,6 +362,7 @@ struct Slot {
     seq: AtomicU32,
     /// The generation whose code runs; null when none does.
     tag: AtomicPtr<Tag>,
+    /// When the activity was first seen by [`running`] (coarse clock, ms); 0 until then.
     since_ms: AtomicU64,
     /// The lowest address of the thread's stack, to tell a stack overflow from another fault.
     stack_low: AtomicUsize,
@@ -386,12 +381,15 @@ impl Slot {
         }
     }
 
+    /// Rewrites the activity under the sequence lock. Only the owning thread writes, so plain
+    /// stores do (no read-modify-write: this runs on every request).
     fn write(&self, change: impl FnOnce(&Slot)) {
-        self.seq.fetch_add(1, Ordering::Relaxed);
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
         // Readers that see a field changed must also see `seq` odd.
         std::sync::atomic::fence(Ordering::Release);
         change(self);
-        self.seq.fetch_add(1, Ordering::Release);
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 
     /// A consistent copy of the activity, from another thread; `None` when idle.
@@ -467,16 +465,25 @@ impl<const W: usize> AtomicText<W> {
         }
     }
 
-    /// Stores `text` (as much as fits).
-    fn store<const N: usize>(&self, text: &Text<N>) {
-        let bytes = text.as_slice();
-        let len = bytes.len().min(W * 8);
-        for (word, chunk) in self.words.iter().zip(bytes[..len].chunks(8)) {
-            let mut le = [0u8; 8];
-            le[..chunk.len()].copy_from_slice(chunk);
-            word.store(u64::from_le_bytes(le), Ordering::Relaxed);
+    /// Stores `parts` joined with spaces (as much as fits), a word at a time.
+    fn store(&self, parts: &[&[u8]]) {
+        let (mut at, mut word) = (0, 0u64);
+        let spaced = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| (i > 0).then_some(&b' ').into_iter().chain(p.iter()));
+        for &b in spaced.take(W * 8) {
+            word |= u64::from(b) << ((at % 8) * 8);
+            at += 1;
+            if at % 8 == 0 {
+                self.words[at / 8 - 1].store(word, Ordering::Relaxed);
+                word = 0;
+            }
         }
-        self.len.store(len, Ordering::Relaxed);
+        if at % 8 != 0 {
+            self.words[at / 8].store(word, Ordering::Relaxed);
+        }
+        self.len.store(at, Ordering::Relaxed);
     }
 
     /// Copies the text into `out` (as much as fits). Async-signal-safe: loads and stores only.
@@ -490,10 +497,16 @@ impl<const W: usize> AtomicText<W> {
     }
 }
 
-/// The time `since_ms` counts from.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+/// Milliseconds of the coarse monotonic clock: a few milliseconds of resolution, read from the
+/// vDSO without a system call, cheap enough for every request.
+fn coarse_ms() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for clock_gettime to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000
 }
 
 /// Claims a free slot for the calling thread and gives the thread an alternate signal stack.
@@ -696,10 +709,13 @@ mod tests {
         let text = Text::<16>::from(&long);
         assert_eq!(text.as_slice().len(), 16);
         let atomic = AtomicText::<2>::new();
-        atomic.store(&Text::<1000>::from(&long));
+        atomic.store(&[&long]);
         let mut out = Text::<260>::EMPTY;
         atomic.copy_to(&mut out);
         assert_eq!(out.as_slice(), &long[..16]);
+        atomic.store(&[b"GET", b"/a-target"]);
+        atomic.copy_to(&mut out);
+        assert_eq!(out.as_slice(), b"GET /a-target");
     }
 
     #[test]
