@@ -172,14 +172,14 @@ pub fn spawn(
     })
 }
 
-/// The descriptors a server process inherited, from [`FDS_VAR`]: listener, channel, crash pipe.
+/// The descriptors a server process inherited, from `MINI_ASYNC_HTTP_FDS`: listener, channel, crash pipe.
 /// They become close-on-exec again, so that nothing the process starts inherits them.
 ///
 /// # Errors
 /// The variable is missing or malformed: the binary was not started by a supervisor.
 ///
 /// # Safety
-/// Call it before the process starts any thread: it removes [`FDS_VAR`] from the environment.
+/// Call it before the process starts any thread: it removes `MINI_ASYNC_HTTP_FDS` from the environment.
 pub unsafe fn inherited() -> io::Result<(std::net::TcpListener, UnixDatagram, RawFd)> {
     let value = std::env::var(FDS_VAR).map_err(|_| {
         io::Error::other(format!(
