@@ -73,7 +73,7 @@ pub struct Running {
     /// What it is doing: `GET /x`, `init`, …
     pub what: String,
     /// For how long, in milliseconds, counted from the first time it was seen: processes report
-    /// every second, so this is short of the truth by up to a second.
+    /// ten times a second, so this is short of the truth by up to a tenth of a second.
     pub for_ms: u64,
 }
 

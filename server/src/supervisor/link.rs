@@ -4,7 +4,8 @@
 //! when the host ran alone: `Shutdown` drains, `Reload` re-reads the configuration and rescans the
 //! plugins (both travel on into the event loop through its own control channel, as before), and
 //! `Quarantine` unloads the files named. It answers `Status` with a [`Snapshot`](crate::admin::Snapshot), sends one
-//! unasked every second (so that the counters of a process that dies are at most a second old),
+//! unasked ten times a second (so that the counters of a process that dies are at most a tenth of
+//! a second old),
 //! and says `Ready` once the server listens.
 
 use std::io;
@@ -15,7 +16,7 @@ use crate::host::HostHandle;
 use crate::supervisor::channel::{self, Down, MAX_DATAGRAM, Up};
 
 /// How often a process reports unasked.
-const REPORT_EVERY: Duration = Duration::from_secs(1);
+const REPORT_EVERY: Duration = Duration::from_millis(100);
 
 /// The process's end of the channel.
 pub struct Link {
