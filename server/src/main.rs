@@ -92,6 +92,7 @@ impl HostArgs {
 fn parse_quarantined(text: &str) -> Result<Quarantined, String> {
     let (plugin, sha) = text
         .split_once('=')
+        .filter(|(plugin, sha)| !plugin.is_empty() && !sha.is_empty())
         .ok_or_else(|| format!("{text:?} is not NAME=SHA"))?;
     Ok(Quarantined {
         plugin: plugin.into(),

@@ -411,7 +411,9 @@ impl Registry {
     /// Replaces the list of quarantined files: a generation loaded from one of them is unloaded at
     /// once (its requests in flight finish), and a plugin no longer listed is loaded again by the
     /// next [`scan`](Self::scan).
-    pub fn set_quarantine(&self, list: Vec<Quarantined>) {
+    pub fn set_quarantine(&self, mut list: Vec<Quarantined>) {
+        // An empty prefix would match every build of the plugin.
+        list.retain(|q| !q.sha.is_empty());
         let mut dropped = Vec::new();
         {
             let mut guard = self.lock();
