@@ -171,7 +171,8 @@ impl Overview {
             let row = plugins.entry(name.clone()).or_default();
             row.name.clone_from(name);
             row.crashes = count;
-            row.quarantined = quarantined;
+            // A file of it is quarantined; it shows so while no process serves another file.
+            row.quarantined = quarantined && row.generation.is_none();
         }
         Overview {
             server,
@@ -518,7 +519,7 @@ mod tests {
                 accepted_total: 10,
                 ..ServerStats::default()
             },
-            plugins: vec![row("hello", 5, Some(1)), row("chaos", 1, Some(1))],
+            plugins: vec![row("hello", 5, Some(1)), row("chaos", 1, None)],
             ..Snapshot::default()
         };
         let two = Snapshot {

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use super::{Tag, Text};
 
@@ -134,6 +134,8 @@ impl Drop for Release {
             && slot.tag.load(Ordering::Relaxed).is_null()
         {
             slot.tid.store(0, Ordering::Release);
+            // A later destructor on this thread that enters must not write a slot it gave back.
+            let _ = MINE.try_with(|mine| mine.set(None));
         }
     }
 }
@@ -142,11 +144,12 @@ impl Drop for Release {
 /// interrupts that thread between two of its instructions and so reads the slot as the thread left
 /// it (plugin code never runs while the slot is being rewritten), and by [`running`] on other
 /// threads, through the sequence lock `seq`.
+#[repr(align(128))] // one slot per cache line pair: workers never share a line
 pub(super) struct Slot {
     /// The owning thread's id; 0 while free.
     pub(super) tid: AtomicI32,
     /// Odd while the activity is being rewritten.
-    seq: AtomicU32,
+    seq: AtomicU64,
     /// The generation whose code runs; null when none does.
     pub(super) tag: AtomicPtr<Tag>,
     /// When the activity was first seen by [`running`] (coarse clock, ms); 0 until then.
@@ -160,7 +163,7 @@ impl Slot {
     const fn new() -> Slot {
         Slot {
             tid: AtomicI32::new(0),
-            seq: AtomicU32::new(0),
+            seq: AtomicU64::new(0),
             tag: AtomicPtr::new(std::ptr::null_mut()),
             since_ms: AtomicU64::new(0),
             stack_low: AtomicUsize::new(0),

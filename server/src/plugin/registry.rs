@@ -344,10 +344,14 @@ impl Registry {
                 .quarantine
                 .iter()
                 .any(|q| q.plugin == name && file.sha256.starts_with(&q.sha));
-            entry
-                .mount
-                .quarantined
-                .store(quarantined, Ordering::Relaxed);
+            let was_quarantined = entry.mount.quarantined.swap(quarantined, Ordering::Relaxed);
+            if was_quarantined && !quarantined {
+                tracing::info!(
+                    plugin = name,
+                    "plugin {name}: {file_name} is a new file: the quarantine of the old one does \
+                     not apply"
+                );
+            }
             if quarantined {
                 // The supervisor logged it once; each process that skips it says so at debug.
                 tracing::debug!(

@@ -65,6 +65,12 @@ impl Process {
         }
     }
 
+    /// Kills it and waits for it: only for a process that was just started, which cannot be stuck.
+    pub fn reap_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends it SIGKILL; [`exited`](Self::exited) reaps it later.
     pub fn kill(&mut self) {
         self.killed = true;

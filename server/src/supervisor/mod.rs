@@ -239,7 +239,10 @@ impl Supervisor {
         for ask in &self.asks {
             at = at.min(ask.deadline);
         }
-        if let Phase::Draining { deadline, .. } = self.phase {
+        // Past it, the kills are sent and the loop only waits to reap: no busy wake-ups.
+        if let Phase::Draining { deadline, .. } = self.phase
+            && deadline > now
+        {
             at = at.min(deadline);
         }
         at
@@ -291,6 +294,9 @@ impl Supervisor {
         };
         self.listener = None;
         for slot in &mut self.slots {
+            if let Some((line, _)) = slot.report.take() {
+                tracing::error!("{line}; not replaced: shutting down");
+            }
             match &slot.state {
                 State::Running(process) => process.send(&Down::Shutdown),
                 _ => slot.state = State::Stopped,
@@ -350,23 +356,6 @@ impl Supervisor {
             match channel::decode::<Up>(&self.buf[..n]) {
                 Some(Up::Ready) => self.ready(i),
                 Some(Up::Status { seq, snapshot }) => {
-                    let mut lifted = false;
-                    for p in &snapshot.plugins {
-                        if let Some(sha) = &p.sha256
-                            && self.quarantine.loaded(&p.name, sha)
-                        {
-                            lifted = true;
-                            tracing::info!(
-                                plugin = %p.name,
-                                "plugin {}: quarantine lifted: a new file was loaded (sha {}…)",
-                                p.name,
-                                &sha[..sha.len().min(8)]
-                            );
-                        }
-                    }
-                    if lifted {
-                        self.send_quarantine();
-                    }
                     if let State::Running(process) = &mut self.slots[i].state {
                         process.last = Some(snapshot);
                     }

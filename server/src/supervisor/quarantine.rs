@@ -3,7 +3,8 @@
 //! The supervisor counts the crashes each plugin is implicated in. When one file (a plugin name
 //! and its hash) has crashed `threshold` processes within `window`, it is quarantined: every server
 //! process leaves it unloaded and its routes answer 503. A new file for that plugin (another hash)
-//! loads as usual, and SIGHUP lifts every quarantine.
+//! loads as usual, since only that hash is named; the entry stays (should the same file come back,
+//! it stays unloaded) until SIGHUP lifts every quarantine.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -60,18 +61,6 @@ impl Quarantine {
         let newly = due && !*quarantined;
         *quarantined |= due;
         newly
-    }
-
-    /// A server process loaded `plugin` from a file with hash `sha256`: the plugin's other files
-    /// are superseded (a rebuild), and their quarantine is lifted. Returns `true` when the list
-    /// changed.
-    pub fn loaded(&mut self, plugin: &str, sha256: &str) -> bool {
-        let Some(c) = self.plugins.get_mut(plugin) else {
-            return false;
-        };
-        let before = c.files.len();
-        c.files.retain(|sha, _| sha256.starts_with(sha.as_str()));
-        c.files.len() != before
     }
 
     /// Lifts every quarantine (SIGHUP); returns the plugins it lifted.
@@ -152,17 +141,16 @@ mod tests {
     }
 
     #[test]
-    fn a_new_build_starts_from_zero_and_lifts_the_quarantine() {
+    fn a_new_build_counts_from_zero_and_the_old_file_stays_quarantined() {
         let mut q = Quarantine::new(3, 60 * S);
         let t = Instant::now();
         for i in 0..3 {
             q.crashed("chaos", "aaaa", t + i * S);
         }
-        assert!(!q.loaded("chaos", "aaaa1234"), "the same file");
-        assert!(q.loaded("chaos", "bbbb1234"), "a rebuild");
-        assert!(q.list().is_empty());
         assert!(!q.crashed("chaos", "bbbb", t + 4 * S));
-        assert_eq!(q.counts()["chaos"], (4, false));
+        assert_eq!(q.list().len(), 1);
+        assert_eq!(q.list()[0].sha, "aaaa");
+        assert_eq!(q.counts()["chaos"], (4, true));
     }
 
     #[test]

@@ -131,8 +131,7 @@ impl Supervisor {
                 );
                 if let Err(e) = registered {
                     // Never leave a process running that nobody watches.
-                    process.kill();
-                    process.exited();
+                    process.reap_now();
                     return Err(e);
                 }
                 Ok(process)
