@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use plugin_api::{Request, Response, ResponseBuilder};
 use serde::{Deserialize, Serialize};
@@ -54,8 +55,8 @@ pub struct PluginRow {
 }
 
 impl Snapshot {
-    /// What `registry` and the server's counters say now.
-    pub fn of(registry: &Registry, server: ServerStats) -> Snapshot {
+    /// What `registry` and the server's counters say now, with the drain timeout in force.
+    pub fn of(registry: &Registry, server: ServerStats, drain_timeout: Duration) -> Snapshot {
         let plugins = registry
             .plugins()
             .into_iter()
@@ -78,7 +79,7 @@ impl Snapshot {
             server,
             plugins,
             running: crate::crash::running(32),
-            drain_timeout_ms: 0,
+            drain_timeout_ms: drain_timeout.as_millis() as u64,
         }
     }
 }

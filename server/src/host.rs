@@ -193,13 +193,12 @@ impl HostHandle {
 
     /// How this process is doing: its counters, plugins and the plugin code running now.
     pub fn snapshot(&self) -> Snapshot {
-        let mut snapshot = Snapshot::of(
+        let drain_timeout = self.reloader.lock_config().limits.drain_timeout;
+        Snapshot::of(
             &self.reloader.registry,
             self.server.stats().unwrap_or_default(),
-        );
-        snapshot.drain_timeout_ms =
-            self.reloader.lock_config().limits.drain_timeout.as_millis() as u64;
-        snapshot
+            drain_timeout,
+        )
     }
 }
 

@@ -176,14 +176,9 @@ fn serve(args: HostArgs) -> anyhow::Result<()> {
         _ => std::env::current_exe().context("cannot find this binary")?,
     };
     let options = supervisor::Options {
-        listen: config.listen.clone(),
-        processes: config.processes,
+        config,
         exe,
         args: child_args,
-        drain_timeout: config.limits.drain_timeout,
-        admin: config.admin_listen.clone(),
-        quarantine_after: config.quarantine_after,
-        quarantine_window: config.quarantine_window,
     };
     match supervisor::run(options).context("cannot start the server")? {
         Ended::Clean => Ok(()),

@@ -334,9 +334,13 @@ pub(super) fn alt_stack() {
 mod tests {
     use super::*;
 
+    fn leaked(plugin: &str, file: &str, sha: &str, generation: u64) -> &'static Tag {
+        Box::leak(Box::new(Tag::new(plugin, file, sha, generation)))
+    }
+
     #[test]
     fn running_shows_what_a_thread_does_until_its_guard_drops() {
-        let tag = Tag::leak("slowpoke", "libslowpoke.so", "ffff", 7);
+        let tag = leaked("slowpoke", "libslowpoke.so", "ffff", 7);
         let (entered, release) = (
             std::sync::Arc::new(std::sync::Barrier::new(2)),
             std::sync::Arc::new(std::sync::Barrier::new(2)),
@@ -361,8 +365,8 @@ mod tests {
 
     #[test]
     fn a_nested_step_keeps_the_outer_activity_and_doing_renames_it() {
-        let outer = Tag::leak("outer", "libouter.so", "1", 1);
-        let inner = Tag::leak("inner", "libinner.so", "2", 1);
+        let outer = leaked("outer", "libouter.so", "1", 1);
+        let inner = leaked("inner", "libinner.so", "2", 1);
         std::thread::spawn(move || {
             let busy = enter(outer, &[b"load"]);
             busy.doing(&[b"init"]);

@@ -42,13 +42,14 @@ pub struct Tag {
 
 impl Tag {
     /// A tag for generation `generation` of `plugin`, loaded from `file` whose hash is `sha256`.
-    pub fn leak(plugin: &str, file: &str, sha256: &str, generation: u64) -> &'static Tag {
-        Box::leak(Box::new(Tag {
+    /// A tag handed to [`enter`] must live forever (the owner leaks it).
+    pub fn new(plugin: &str, file: &str, sha256: &str, generation: u64) -> Tag {
+        Tag {
             plugin: Text::from(plugin.as_bytes()),
             file: Text::from(file.as_bytes()),
             sha: Text::from(sha256.as_bytes()),
             generation,
-        }))
+        }
     }
 }
 
@@ -325,7 +326,7 @@ mod tests {
 
     #[test]
     fn a_record_round_trips_and_garbage_does_not_decode() {
-        let tag = Tag::leak("chaos", "libchaos.so", "0123456789abcdef0123", 3);
+        let tag = &Tag::new("chaos", "libchaos.so", "0123456789abcdef0123", 3);
         let mut record = Record::new(Cause::Signal(libc::SIGSEGV));
         record.tag = *tag;
         record.what = Text::from(b"GET /chaos/segv");

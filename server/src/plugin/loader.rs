@@ -51,10 +51,9 @@ pub struct Generation {
     decl: *const Declaration,
     /// The callbacks handed to `on_init`; the plugin may use them until `on_drop` returns.
     _host: Box<HostApi>,
-    /// What the plugin's log lines are tagged with; `_host` points to it. Never freed.
-    log_tag: &'static LogTag,
-    /// What a crash record names while this generation's code runs. Never freed.
-    crash_tag: &'static crash::Tag,
+    /// What the plugin's log lines and crash records are tagged with; `_host` points to it.
+    /// Never freed.
+    tag: &'static GenerationTag,
     /// Closed last, after `on_drop`.
     library: Option<Library>,
 }
@@ -66,10 +65,13 @@ unsafe impl Send for Generation {}
 // SAFETY: as above.
 unsafe impl Sync for Generation {}
 
-/// What a plugin's log lines are tagged with.
-struct LogTag {
+/// What a generation's log lines and crash records are tagged with. Leaked on purpose (a few
+/// hundred bytes per load): a plugin's thread-local destructor may still log after `on_drop` while
+/// glibc defers the `dlclose`, and a crash can come at any moment; neither may find it freed.
+struct GenerationTag {
     plugin: String,
     generation: u64,
+    crash: crash::Tag,
 }
 
 /// The bytes of a plugin file, read once: what gets hashed and what gets loaded.
@@ -126,10 +128,14 @@ impl Generation {
         std::fs::write(&shadow, &file.bytes)
             .map_err(|e| LoadError::Shadow(format!("{}: {e}", shadow.display())))?;
         let file_name = file.path.file_name().unwrap_or_default().to_string_lossy();
-        let crash_tag = crash::Tag::leak(name, &file_name, &file.sha256, number);
+        let tag: &'static GenerationTag = Box::leak(Box::new(GenerationTag {
+            plugin: name.to_owned(),
+            generation: number,
+            crash: crash::Tag::new(name, &file_name, &file.sha256, number),
+        }));
         // Declared before `library`, so that it outlives it: a refused library is closed (and runs
         // its destructors) while this still says whose code runs.
-        let busy = crash::enter(crash_tag, &[b"load"]);
+        let busy = crash::enter(&tag.crash, &[b"load"]);
         // SAFETY: loading a library runs its initialisers; we trust the plugin (the operator put it
         // in the plugins folder). The shadow path is fresh, so glibc maps this very file.
         let opened = unsafe { Library::new(&shadow) };
@@ -168,14 +174,8 @@ impl Generation {
             return Err(LoadError::NameMismatch { declared });
         }
 
-        // Leaked on purpose (a few bytes per load): a plugin's thread-local destructor may still
-        // log after `on_drop` while glibc defers the `dlclose`, and must never find it freed.
-        let log_tag: &'static LogTag = Box::leak(Box::new(LogTag {
-            plugin: name.to_owned(),
-            generation: number,
-        }));
         let host = Box::new(HostApi {
-            ctx: (log_tag as *const LogTag).cast(),
+            ctx: (tag as *const GenerationTag).cast(),
             callback_log,
         });
         let mut instance: *mut c_void = std::ptr::null_mut();
@@ -183,7 +183,7 @@ impl Generation {
         let sink = bytes_sink(&mut error);
         busy.doing(&[b"init"]);
         // SAFETY: we trust the plugin; `host` lives in the generation until after `on_drop`,
-        // `log_tag` forever, and `settings` and `sink` outlive the call.
+        // `tag` forever, and `settings` and `sink` outlive the call.
         let status = unsafe {
             (d.on_init)(
                 &*host,
@@ -205,8 +205,7 @@ impl Generation {
             instance,
             decl,
             _host: host,
-            log_tag,
-            crash_tag,
+            tag,
             library: Some(library),
         };
         generation.load_time = started.elapsed();
@@ -222,7 +221,7 @@ impl Generation {
         };
         let mut error = Vec::new();
         let sink = bytes_sink(&mut error);
-        let _busy = crash::enter(self.crash_tag, &[b"restore"]);
+        let _busy = crash::enter(&self.tag.crash, &[b"restore"]);
         // SAFETY: we trust the plugin; the instance is live, `state` and `sink` outlive the call.
         let status = unsafe { restore(self.instance, RawBytes::new(state), &sink) };
         if status != Status::OK {
@@ -254,7 +253,7 @@ impl Generation {
             callback_respond,
         };
         let busy = crash::enter(
-            self.crash_tag,
+            &self.tag.crash,
             &[request.method().as_bytes(), request.target().as_bytes()],
         );
         // SAFETY: we trust the plugin; the instance is live while `self` is, and `request` and
@@ -283,7 +282,7 @@ impl Generation {
         let save = unsafe { (*self.decl).on_save }?;
         let mut state = Vec::new();
         let sink = bytes_sink(&mut state);
-        let _busy = crash::enter(self.crash_tag, &[b"save"]);
+        let _busy = crash::enter(&self.tag.crash, &[b"save"]);
         // SAFETY: we trust the plugin; the instance is live and `sink` outlives the call.
         let status = unsafe { save(self.instance, &sink) };
         (status == Status::OK && !state.is_empty()).then_some(state)
@@ -292,7 +291,7 @@ impl Generation {
 
 impl Drop for Generation {
     fn drop(&mut self) {
-        let busy = crash::enter(self.crash_tag, &[b"drop"]);
+        let busy = crash::enter(&self.tag.crash, &[b"drop"]);
         // SAFETY: no request holds this generation any more (we are in its drop), so `on_drop` runs
         // after the last `on_handle`, once, on the instance `on_init` made.
         unsafe { ((*self.decl).on_drop)(self.instance) };
@@ -300,7 +299,7 @@ impl Drop for Generation {
         // thread-local destructors it registered are pending; nothing calls into it either way.
         drop(self.library.take());
         drop(busy);
-        tracing::debug!(plugin = %self.log_tag.plugin, generation = self.number, "generation dropped");
+        tracing::debug!(plugin = %self.tag.plugin, generation = self.number, "generation dropped");
     }
 }
 
@@ -429,9 +428,9 @@ unsafe extern "C" fn callback_respond(ctx: *mut c_void, response: *const RawResp
 unsafe extern "C" fn callback_log(ctx: *const c_void, level: u8, message: RawBytes) {
     // Never unwind into the plugin.
     let _ = std::panic::catch_unwind(|| {
-        // SAFETY: `ctx` is the generation's `LogTag`, which outlives its instance (dropped after
-        // `on_drop`); the plugin lends `message` for this call.
-        let (tag, message) = unsafe { (&*ctx.cast::<LogTag>(), message.as_slice()) };
+        // SAFETY: `ctx` is the generation's `GenerationTag`, which is never freed; the plugin
+        // lends `message` for this call.
+        let (tag, message) = unsafe { (&*ctx.cast::<GenerationTag>(), message.as_slice()) };
         let message = String::from_utf8_lossy(message);
         let (plugin, generation) = (tag.plugin.as_str(), tag.generation);
         match level {

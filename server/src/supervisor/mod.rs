@@ -33,6 +33,7 @@ use mio::{Events, Poll, Token, Waker};
 
 use crate::ServerHandle;
 use crate::admin::{Overview, Totals};
+use crate::config::Config;
 use crate::crash::signal_name;
 pub use channel::{Down, Up};
 use child::Process;
@@ -42,22 +43,13 @@ use quarantine::Quarantine;
 
 /// What the supervisor needs to know.
 pub struct Options {
-    /// The address to listen on.
-    pub listen: String,
-    /// Server processes to run.
-    pub processes: usize,
+    /// The configuration at start: `listen`, `processes`, `[admin]`, `[quarantine]` and the drain
+    /// timeout are the supervisor's; the server processes read the file themselves.
+    pub config: Config,
     /// The binary to execute for each server process (this one).
     pub exe: PathBuf,
     /// Arguments handed to every server process after `server-process --process N`.
     pub args: Vec<OsString>,
-    /// How long a graceful stop waits for the processes' requests in flight.
-    pub drain_timeout: Duration,
-    /// The admin listener's address, if it is on.
-    pub admin: Option<String>,
-    /// Crashes within `quarantine_window` that quarantine a plugin file (0: never).
-    pub quarantine_after: u32,
-    /// See `quarantine_after`.
-    pub quarantine_window: Duration,
 }
 
 /// How the supervisor ended.
@@ -162,13 +154,14 @@ struct Ask {
 
 impl Supervisor {
     fn new(options: Options) -> io::Result<Supervisor> {
-        let listener = crate::server::bind(&options.listen)?;
+        let config = &options.config;
+        let listener = crate::server::bind(&config.listen)?;
         let addr = listener.local_addr()?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let events = mpsc::channel();
         relay_signals(events.0.clone(), Arc::clone(&waker))?;
-        let slots = (1..=options.processes.max(1))
+        let slots = (1..=config.processes.max(1))
             .map(|number| Slot {
                 number,
                 state: State::Waiting {
@@ -179,7 +172,7 @@ impl Supervisor {
                 report: None,
             })
             .collect();
-        let quarantine = Quarantine::new(options.quarantine_after, options.quarantine_window);
+        let quarantine = Quarantine::new(config.quarantine_after, config.quarantine_window);
         Ok(Supervisor {
             options,
             listener: Some(listener),
@@ -287,7 +280,7 @@ impl Supervisor {
             .running()
             .filter_map(|p| p.last.as_ref())
             .map(|s| Duration::from_millis(s.drain_timeout_ms))
-            .fold(self.options.drain_timeout, Duration::max);
+            .fold(self.options.config.limits.drain_timeout, Duration::max);
         self.phase = Phase::Draining {
             deadline: Instant::now() + drain + DRAIN_GRACE,
             outcome: Ended::Clean,

@@ -86,7 +86,7 @@ impl Supervisor {
 
     /// Starts the admin listener, if configured, once the first process serves.
     pub(super) fn start_admin(&mut self) {
-        let Some(addr) = self.options.admin.clone() else {
+        let Some(addr) = self.options.config.admin_listen.clone() else {
             return;
         };
         let events = self.events.0.clone();
