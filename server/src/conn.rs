@@ -17,6 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use mio::net::TcpStream;
 
+use crate::bulkhead::Admission;
 use crate::http::body::Chunked;
 
 /// No one works on the connection; the loop may queue it or time it out.
@@ -41,6 +42,9 @@ pub(crate) struct Slot {
     /// When the loop should close it if it is still idle, in [`Clock`](crate::clock::Clock)
     /// milliseconds; 0 for never. Written by the owner before it releases the slot.
     deadline: AtomicU64,
+    /// When the loop last queued it: requests it holds were received then, and their deadline
+    /// counts from there (time spent waiting for a worker counts).
+    queued_at: AtomicU64,
     conn: Mutex<Conn>,
 }
 
@@ -51,12 +55,13 @@ impl Slot {
             state: AtomicU8::new(IDLE),
             hup: AtomicBool::new(false),
             deadline: AtomicU64::new(deadline),
+            queued_at: AtomicU64::new(0),
             conn: Mutex::new(conn),
         }
     }
 
-    /// Loop: readiness arrived. Returns whether the caller must queue the slot.
-    pub fn notify(&self) -> bool {
+    /// Loop: readiness arrived at `now`. Returns whether the caller must queue the slot.
+    pub fn notify(&self, now: u64) -> bool {
         let mut current = self.state.load(Ordering::Acquire);
         loop {
             let next = match current {
@@ -68,15 +73,21 @@ impl Slot {
                 .state
                 .compare_exchange(current, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return next == QUEUED,
+                Ok(_) if next == QUEUED => {
+                    self.queued_at.store(now, Ordering::Relaxed);
+                    return true;
+                }
+                Ok(_) => return false,
                 Err(actual) => current = actual,
             }
         }
     }
 
-    /// Worker: takes the slot it popped from the queue.
-    pub fn begin(&self) {
+    /// Worker: takes the slot it popped from the queue; returns when it was queued (0 if it was
+    /// not queued by the loop).
+    pub fn begin(&self) -> u64 {
         self.state.swap(BUSY, Ordering::AcqRel);
+        self.queued_at.swap(0, Ordering::Relaxed)
     }
 
     /// Loop: the peer hung up (or the socket failed).
@@ -175,6 +186,8 @@ pub(crate) struct Conn {
     /// closes or this deadline passes, so the error response is not lost to a reset (RFC 9112
     /// §9.6). 0 when not lingering.
     pub linger_until: u64,
+    /// What the next request is owed after waiting in a bulkhead's queue.
+    pub admission: Admission,
 }
 
 impl Conn {
@@ -202,6 +215,7 @@ impl Conn {
             continue_sent: false,
             close_after_flush: false,
             linger_until: 0,
+            admission: Admission::Open,
         }
     }
 }

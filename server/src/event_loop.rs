@@ -103,6 +103,7 @@ impl EventLoop {
                 }
                 return Err(e);
             }
+            let polled = clock.now();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -115,7 +116,7 @@ impl EventLoop {
                                 // it: the worker must read on to see the end.
                                 slot.hang_up();
                             }
-                            if slot.notify() {
+                            if slot.notify(polled) {
                                 self.batch.push(Arc::clone(slot));
                             }
                         }
@@ -253,8 +254,9 @@ impl EventLoop {
         let clock = self.shared.clock;
         self.drain_deadline =
             Some(clock.after(clock.now(), self.shared.limits.load().drain_timeout));
+        let now = clock.now();
         for slot in self.conns.iter().flatten() {
-            if slot.notify() {
+            if slot.notify(now) {
                 self.batch.push(Arc::clone(slot));
             }
         }

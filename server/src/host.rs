@@ -81,11 +81,15 @@ impl Host {
         registry.set_access_log(config.access_log);
         registry.set_metrics(config.admin_listen.is_some());
         registry.set_quarantine(quarantined);
+        registry
+            .bulkheads()
+            .set_policies(config.plugin_limits.clone());
         registry.scan();
         let (wake, woken) = mpsc::channel::<u64>();
         let handler = Arc::clone(&registry);
         let server = AIOServer::with_handler(config.workers, &config.listen, handler)
             .with_limits(config.limits.clone())
+            .with_bulkheads(Arc::clone(registry.bulkheads()))
             .on_reload(move |tag| {
                 // Never blocks: the loader thread drains the channel.
                 let _ = wake.send(tag);
@@ -295,6 +299,11 @@ impl Reloader {
             && let Err(e) = self.server.set_limits(new.limits.clone())
         {
             tracing::warn!("limits not applied: {e}");
+        }
+        if new.plugin_limits != config.plugin_limits {
+            self.registry
+                .bulkheads()
+                .set_policies(new.plugin_limits.clone());
         }
         self.registry.set_access_log(new.access_log);
         self.registry

@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+mod bulkhead;
 mod clock;
 mod conn;
 mod control;
@@ -29,9 +30,15 @@ mod event_loop;
 mod http;
 mod limits;
 mod pool;
+mod running;
 mod server;
+mod watchdog;
 mod worker;
+mod workers;
 
+pub use bulkhead::{
+    BORROW_MS, Bulkhead, BulkheadPolicy, BulkheadStats, Bulkheads, Call, PROVEN, Permit,
+};
 pub use control::ControlMsg;
 pub use limits::Limits;
 pub use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder, Version};

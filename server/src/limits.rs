@@ -1,7 +1,8 @@
 //! [`Limits`]: every bound and timeout the server enforces, with defaults a public server can use.
 //!
 //! The worker checks sizes while parsing (`http/parse.rs`, `http/body.rs`); the event loop checks
-//! the timeouts on its tick (`event_loop.rs`). The host fills this from `config.toml`.
+//! the timeouts on its tick (`event_loop.rs`), the watchdog the handler deadlines (`watchdog.rs`).
+//! The host fills this from `config.toml`.
 
 use std::time::Duration;
 
@@ -30,8 +31,19 @@ pub struct Limits {
     pub keep_alive_timeout: Duration,
     /// Time a response may wait for the client to read it.
     pub write_timeout: Duration,
-    /// Time graceful shutdown waits for requests in flight before it closes what is left.
+    /// Time graceful shutdown waits for requests in flight before it closes what is left (and,
+    /// if a handler is still running then, returns anyway, naming it).
     pub drain_timeout: Duration,
+    /// Time from receiving a request to its answer. A handler still running past it is written
+    /// off: its client gets `504` (see `watchdog.rs`); a request that waited for a worker past it
+    /// gets `503` without running.
+    pub handler_timeout: Duration,
+    /// Time a request may wait for a place in a full bulkhead before it gets `503`.
+    pub queue_timeout: Duration,
+    /// Worker threads stuck past their deadline that are replaced, so the pool keeps its size;
+    /// `None` for as many as there are workers. Past it the pool shrinks until the process is
+    /// replaced.
+    pub max_lost_workers: Option<usize>,
 }
 
 impl Limits {
@@ -53,6 +65,9 @@ impl Default for Limits {
             keep_alive_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
+            handler_timeout: Duration::from_secs(30),
+            queue_timeout: Duration::from_secs(1),
+            max_lost_workers: None,
         }
     }
 }

@@ -182,7 +182,9 @@ fn serve(args: HostArgs) -> anyhow::Result<()> {
     };
     match supervisor::run(options).context("cannot start the server")? {
         Ended::Clean => Ok(()),
-        Ended::Killed => anyhow::bail!("a server process was still busy when the drain ended"),
+        Ended::Unfinished => {
+            anyhow::bail!("a server process was still busy when the drain ended")
+        }
     }
 }
 
@@ -215,8 +217,17 @@ fn server_process(
         .context("cannot start the host")?
         .with_listener(listener);
     Link::new(channel).spawn(host.handle())?;
-    host.run()?;
-    Ok(())
+    match host.run() {
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            // Threads are still inside plugin code: leave without running exit handlers and
+            // library destructors under them.
+            eprintln!("error: {e}");
+            // SAFETY: `_exit` ends the process at once; nothing here needs flushing (logs go
+            // unbuffered to standard error).
+            unsafe { libc::_exit(1) }
+        }
+        result => Ok(result?),
+    }
 }
 
 /// Like `nginx -t`: everything `serve` would do before listening, reported.

@@ -61,6 +61,18 @@ impl Queue {
         }
     }
 
+    /// Queues one connection over the bound (it already waited elsewhere) and wakes a worker.
+    pub fn push(&self, slot: Arc<Slot>) {
+        let wake = {
+            let mut inner = self.lock();
+            inner.items.push_back(slot);
+            inner.sleeping > 0
+        };
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
     /// The next connection, blocking while there is none; `None` after [`stop`](Self::stop).
     pub fn pop(&self) -> Option<Arc<Slot>> {
         let mut inner = self.lock();

@@ -7,17 +7,22 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use plugin_api::{Request, Response, ResponseView};
 
 use crate::Limits;
+use crate::bulkhead::{Bulkheads, Call};
 use crate::clock::Clock;
 use crate::control::{self, ControlMsg, ControlSender};
 use crate::event_loop::{EventLoop, ReloadHook};
 use crate::pool::Queue;
-use crate::worker::Worker;
+use crate::watchdog::Watchdog;
+use crate::workers::Workers;
+
+/// How long shutdown waits, after the drain timeout, for workers that are not inside a handler.
+const STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// Answers requests. Closures `Fn(&Request) -> Response` are handlers, and so is the host's plugin
 /// router: one shape for both.
@@ -30,6 +35,13 @@ pub trait Handler: Send + Sync + 'static {
     /// router overrides it so that a plugin's response is never copied into an owned one.
     fn handle_into(&self, request: &Request<'_>, respond: &mut dyn FnMut(ResponseView<'_>)) {
         respond(self.handle(request).view());
+    }
+
+    /// What the server calls: answers through `call`, and may first put the request in a
+    /// bulkhead with [`Call::enter`] (the plugin router puts each plugin's requests in its own).
+    /// The default enters none and calls [`handle_into`](Self::handle_into).
+    fn serve(&self, request: &Request<'_>, call: &mut Call<'_>) {
+        self.handle_into(request, &mut |view| call.respond(view));
     }
 }
 
@@ -61,6 +73,8 @@ pub struct AIOServer {
     reload: Mutex<Option<ReloadHook>>,
     /// A socket that already listens, used instead of binding `addr`; taken when the server starts.
     listener: Mutex<Option<std::net::TcpListener>>,
+    /// The bulkheads the handler puts requests in.
+    bulkheads: Arc<Bulkheads>,
     life: Arc<Lifecycle>,
 }
 
@@ -87,8 +101,16 @@ impl AIOServer {
             limits: Limits::default(),
             reload: Mutex::new(None),
             listener: Mutex::new(None),
+            bulkheads: Arc::new(Bulkheads::new()),
             life: Arc::new(Lifecycle::default()),
         }
+    }
+
+    /// Uses `bulkheads`, the table the handler takes its bulkheads from, so that the watchdog
+    /// sees them and their default limits follow the worker count.
+    pub fn with_bulkheads(mut self, bulkheads: Arc<Bulkheads>) -> AIOServer {
+        self.bulkheads = bulkheads;
+        self
     }
 
     /// Serves on `listener`, a socket that already listens (one inherited from a parent process,
@@ -123,7 +145,9 @@ impl AIOServer {
     ///
     /// # Errors
     /// The address does not resolve or cannot be bound (the error names it), the server was
-    /// already started, or the poller fails.
+    /// already started, or the poller fails. After a shutdown, an error of kind `TimedOut` says
+    /// that handlers were still running when the drain timeout passed (and names them): the
+    /// server returned without them.
     pub fn start(&self) -> io::Result<()> {
         {
             let mut phase = self.life.lock();
@@ -174,23 +198,26 @@ impl AIOServer {
             registry: poll.registry().try_clone()?,
             draining: AtomicBool::new(false),
             stats: LoopStats::default(),
+            bulkheads: Arc::clone(&self.bulkheads),
+            workers: Workers::default(),
+            workers_wanted: self.workers,
         });
+        self.bulkheads.set_workers(self.workers);
         let reload = self.reload.lock().unwrap_or_else(|e| e.into_inner()).take();
         let event_loop = EventLoop::new(poll, listener, receiver, Arc::clone(&shared), reload)?;
-        let mut workers = Vec::with_capacity(self.workers);
-        for i in 0..self.workers {
-            let worker = Worker::new(Arc::clone(&shared));
-            let spawned = thread::Builder::new()
-                .name(format!("worker-{i}"))
-                .spawn(move || worker.run());
-            match spawned {
-                Ok(handle) => workers.push(handle),
-                Err(e) => {
-                    shared.queue.stop();
-                    return Err(e);
-                }
+        for _ in 0..self.workers {
+            if let Err(e) = shared.workers.spawn(&shared) {
+                shared.queue.stop();
+                return Err(e);
             }
         }
+        let watchdog = match Watchdog::spawn(Arc::clone(&shared)) {
+            Ok(w) => w,
+            Err(e) => {
+                shared.queue.stop();
+                return Err(e);
+            }
+        };
         tracing::info!(addr = %local, workers = self.workers, "listening");
         {
             let mut phase = self.life.lock();
@@ -206,13 +233,13 @@ impl AIOServer {
         self.life.changed.notify_all();
         let result = event_loop.run();
         shared.queue.stop();
-        for worker in workers {
-            if worker.join().is_err() {
-                tracing::error!("a worker thread panicked");
-            }
-        }
+        let stuck = shared.workers.wait_stopped(STOP_GRACE);
+        drop(watchdog);
+        self.bulkheads.clear();
+        result?;
+        still_running(&shared, &stuck)?;
         tracing::info!(addr = %local, "stopped");
-        result
+        Ok(())
     }
 }
 
@@ -295,6 +322,8 @@ impl ServerHandle {
                 accepted_total: shared.stats.accepted.load(Ordering::Relaxed),
                 queue_depth: shared.queue.len(),
                 refused_busy_total: shared.stats.refused_busy.load(Ordering::Relaxed),
+                lost_workers: shared.workers.lost(),
+                needs_replacement: shared.workers.exhausted(),
             }),
             _ => None,
         }
@@ -326,6 +355,48 @@ impl ServerHandle {
     }
 }
 
+/// Names the handler calls still running when the server stopped, one line each. Calls still in
+/// time (their clients never got an answer) make the error `start` returns; threads written off
+/// earlier (their clients got a 504) are only named.
+fn still_running(shared: &Shared, stuck: &[Arc<crate::running::Record>]) -> io::Result<()> {
+    let now = shared.clock.now();
+    let mut unanswered = Vec::new();
+    for record in stuck {
+        // Claimed for good: the process is about to go on without this thread.
+        let Some(call) = record.claim() else {
+            let what = record.lost_what().unwrap_or_else(|| "a handler".into());
+            tracing::warn!(
+                "shutdown: {what} is still running after it was written off; stopping without it"
+            );
+            continue;
+        };
+        let plugin = shared.bulkheads.by_id(call.bulkhead);
+        let plugin = plugin.as_ref().map_or("-", |b| b.name());
+        let ran_ms = now.saturating_sub(call.started);
+        tracing::error!(
+            plugin,
+            request = %call.request,
+            ran_ms,
+            "shutdown: the drain timeout passed with this request still running; stopping anyway"
+        );
+        unanswered.push(format!(
+            "plugin {plugin}: {} (running for {ran_ms} ms)",
+            call.request
+        ));
+    }
+    if unanswered.is_empty() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "stopped with {} request(s) still running: {}",
+            unanswered.len(),
+            unanswered.join("; ")
+        ),
+    ))
+}
+
 /// What the event loop and the workers share.
 pub(crate) struct Shared {
     pub handler: Arc<dyn Handler>,
@@ -344,6 +415,34 @@ pub(crate) struct Shared {
     pub draining: AtomicBool,
     /// Counters the loop keeps for [`ServerHandle::stats`].
     pub stats: LoopStats,
+    /// The bulkheads requests run in, read by the watchdog.
+    pub bulkheads: Arc<Bulkheads>,
+    /// The worker threads and what each runs now.
+    pub workers: Workers,
+    /// The pool's size, which replacements keep.
+    pub workers_wanted: usize,
+}
+
+impl Shared {
+    /// Tells the loop a connection is closed: one datagram per burst (see `Shared::closed`).
+    pub fn report_closed(&self, token: usize) {
+        let first = {
+            let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+            closed.push(token);
+            closed.len() == 1
+        };
+        if first && let Err(e) = self.control.send(ControlMsg::Closed(token)) {
+            tracing::error!(error = %e, "control channel failed");
+        }
+    }
+
+    /// Stuck workers that are replaced ([`Limits::max_lost_workers`]).
+    pub fn max_lost_workers(&self) -> usize {
+        self.limits
+            .load()
+            .max_lost_workers
+            .unwrap_or(self.workers_wanted)
+    }
 }
 
 /// What the event loop counts; written by the loop only.
@@ -365,6 +464,11 @@ pub struct ServerStats {
     pub queue_depth: usize,
     /// Connections answered `503` because the queue was full.
     pub refused_busy_total: u64,
+    /// Worker threads stuck in a handler past its deadline now.
+    pub lost_workers: usize,
+    /// More workers are stuck than `max_lost_workers`: the pool is short, and only a new process
+    /// gets it back.
+    pub needs_replacement: bool,
 }
 
 /// Where a server is in its life, for its handles.
@@ -440,7 +544,7 @@ mod tests {
         let accepted = loop {
             match listener.accept() {
                 Ok((stream, _)) => break stream,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::yield_now(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
                 Err(e) => panic!("{e}"),
             }
         };

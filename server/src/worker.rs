@@ -9,6 +9,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,11 +18,12 @@ use plugin_api::__private::panic_message;
 use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder, ResponseView};
 
 use crate::Limits;
-use crate::conn::{Conn, InBuf};
-use crate::control::ControlMsg;
+use crate::bulkhead::{Admission, Bulkhead, Call, Declined, Gate};
+use crate::conn::{Conn, InBuf, Slot};
 use crate::http::body::Chunked;
 use crate::http::encode::{CONTINUE, DateCache, encode, encode_error, persist};
 use crate::http::parse::{Framing, Head, Reject, parse_head};
+use crate::running::{self, Ended, Record};
 use crate::server::Shared;
 
 /// The read buffer a worker lends to the connection it drives.
@@ -40,6 +42,8 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// One worker's reusable state: nothing here is allocated per request.
 pub(crate) struct Worker {
     shared: Arc<Shared>,
+    /// What this thread runs now, for the watchdog.
+    record: Arc<Record>,
     /// The read buffer lent to connections with no partial request.
     spare: InBuf,
     /// Responses encoded during this turn, written together.
@@ -57,6 +61,11 @@ enum Next {
     Idle(u64),
     /// Close it now.
     Close,
+    /// Its next request waits for a place in this bulkhead, until this deadline.
+    Park(Arc<Bulkhead>, u64),
+    /// A handler ran past its deadline and the watchdog answered for it: drop the connection
+    /// without a word, and end this thread if it was `replaced`.
+    Lost { replaced: bool },
 }
 
 /// How processing the buffered requests ended.
@@ -67,12 +76,29 @@ enum Step {
     More,
     /// Close after the output is written; `linger` after an error.
     Close { linger: bool },
+    /// The next request waits for a place in this bulkhead (the output is written first).
+    Park(Arc<Bulkhead>, u64),
+    /// See [`Next::Lost`].
+    Lost { replaced: bool },
+}
+
+/// How a request was answered.
+enum Answer {
+    /// Its response is encoded; the connection closes after it if `close`.
+    Sent { close: bool },
+    /// It did not run: see [`Step::Park`].
+    Park(Arc<Bulkhead>, u64),
+    /// Its client left while it waited: close.
+    Gone,
+    /// See [`Next::Lost`].
+    Lost { replaced: bool },
 }
 
 impl Worker {
-    pub fn new(shared: Arc<Shared>) -> Worker {
+    pub fn new(shared: Arc<Shared>, record: Arc<Record>) -> Worker {
         Worker {
             shared,
+            record,
             spare: InBuf::default(),
             out: Vec::with_capacity(READ_BUF),
             headers: Vec::new(),
@@ -81,15 +107,21 @@ impl Worker {
         }
     }
 
-    /// Serves queued connections until the queue is stopped.
+    /// Serves queued connections until the queue is stopped, or until this thread is written off
+    /// and replaced.
     pub fn run(mut self) {
         let shared = Arc::clone(&self.shared);
-        while let Some(slot) = shared.queue.pop() {
-            slot.begin();
+        let record = Arc::clone(&self.record);
+        'serving: while let Some(slot) = shared.queue.pop() {
+            // Requests already there when the loop queued it were received then.
+            let mut arrived = slot.begin();
             loop {
                 let mut conn = slot.conn();
                 let hup = slot.hung_up();
-                let turn = catch_unwind(AssertUnwindSafe(|| self.drive(&shared, &mut conn, hup)));
+                let turn = catch_unwind(AssertUnwindSafe(|| {
+                    self.drive(&shared, &mut conn, hup, arrived)
+                }));
+                arrived = 0;
                 let next = turn.unwrap_or_else(|panic| {
                     // Not a handler's panic (those are caught around the call): a bug here. The
                     // connection is closed, the worker lives on.
@@ -102,7 +134,7 @@ impl Worker {
                         *conn = Conn::closed(conn.token, conn.peer);
                         drop(conn);
                         slot.close();
-                        report_closed(&shared, slot.token);
+                        shared.report_closed(slot.token);
                         break;
                     }
                     Next::Idle(deadline) => {
@@ -111,14 +143,45 @@ impl Worker {
                             break;
                         }
                     }
+                    Next::Park(bulkhead, deadline) => {
+                        drop(conn);
+                        if self.park(&bulkhead, &slot, deadline) {
+                            break;
+                        }
+                    }
+                    Next::Lost { replaced } => {
+                        // The watchdog answered the client and told the loop to forget it.
+                        *conn = Conn::closed(conn.token, conn.peer);
+                        drop(conn);
+                        if replaced {
+                            break 'serving;
+                        }
+                        break;
+                    }
                 }
+            }
+        }
+        shared.workers.exit(&record);
+    }
+
+    /// Parks a connection in a full bulkhead's queue; `false` when the queue is full too, and the
+    /// connection must be driven again to answer `503`.
+    fn park(&self, bulkhead: &Arc<Bulkhead>, slot: &Arc<Slot>, deadline: u64) -> bool {
+        let now = self.shared.clock.now();
+        match bulkhead.park(Arc::clone(slot), &self.shared, now, deadline) {
+            Ok(()) => true,
+            Err(_) => {
+                slot.conn().admission = Admission::Refused("the plugin's queue is full");
+                false
             }
         }
     }
 
-    /// One turn on one connection. `hup`: the peer hung up, so read until the end.
-    fn drive(&mut self, shared: &Shared, conn: &mut Conn, hup: bool) -> Next {
+    /// One turn on one connection. `hup`: the peer hung up, so read until the end. `arrived`: when
+    /// the loop queued it (0: now).
+    fn drive(&mut self, shared: &Shared, conn: &mut Conn, hup: bool, arrived: u64) -> Next {
         let now = shared.clock.now();
+        let arrived = if arrived == 0 { now } else { arrived.min(now) };
         let limits = shared.limits.load();
         if conn.stream.is_none() {
             return Next::Close;
@@ -153,25 +216,31 @@ impl Worker {
         }
         // One clock read per turn for every response it encodes.
         self.date.refresh();
-        let next = self.serve(shared, &limits, conn, &mut buf, now, hup);
+        let next = self.serve(shared, &limits, conn, &mut buf, [arrived, now], hup);
         self.stash(conn, buf);
         next
     }
 
     /// Reads, answers and writes until the socket is drained or the connection must close.
+    /// `times`: when the requests of this turn arrived, and now.
     fn serve(
         &mut self,
         shared: &Shared,
         limits: &Limits,
         conn: &mut Conn,
         buf: &mut InBuf,
-        now: u64,
+        times: [u64; 2],
         hup: bool,
     ) -> Next {
+        let now = times[1];
         let cap = limits.max_head_bytes + limits.max_body_bytes + READ_BUF;
         let (mut eof, mut drained) = (false, false);
         loop {
-            let step = self.process(shared, limits, conn, buf, now);
+            let step = self.process(shared, limits, conn, buf, times);
+            if let Step::Lost { replaced } = step {
+                self.out.clear();
+                return Next::Lost { replaced };
+            }
             let close = match step {
                 Step::Close { linger: true } => {
                     // Nothing more of this client's input will be used.
@@ -206,8 +275,10 @@ impl Worker {
                 Some(false) => return Next::Close,
                 None => {}
             }
-            if matches!(step, Step::More) {
-                continue;
+            match step {
+                Step::More => continue,
+                Step::Park(bulkhead, deadline) => return Next::Park(bulkhead, deadline),
+                _ => {}
             }
             if eof {
                 // RFC 9112 §9.6: the client closed its side; nothing more can arrive.
@@ -286,14 +357,15 @@ impl Worker {
         }
     }
 
-    /// Answers every complete request in `buf`, appending the responses to `self.out`.
+    /// Answers every complete request in `buf`, appending the responses to `self.out`. `times`:
+    /// when the requests of this turn arrived, and now.
     fn process(
         &mut self,
         shared: &Shared,
         limits: &Limits,
         conn: &mut Conn,
         buf: &mut InBuf,
-        now: u64,
+        [arrived, now]: [u64; 2],
     ) -> Step {
         loop {
             self.want = 0;
@@ -307,7 +379,7 @@ impl Worker {
                 return Step::More;
             }
             if conn.request_started == 0 {
-                conn.request_started = now;
+                conn.request_started = arrived;
             }
             let mut headers = reuse(&mut self.headers);
             let pending = buf.pending();
@@ -358,8 +430,16 @@ impl Worker {
                     };
                     let chunked = conn.chunked.take().expect("decoded above");
                     let body = &pending[head.len..head.len + chunked.decoded()];
-                    let close = self.respond(shared, conn, &head, &headers, body);
+                    let answer = self.respond(shared, limits, conn, &head, &headers, body, now);
                     self.headers = reuse(&mut headers);
+                    let close = match answer {
+                        Answer::Sent { close } => close,
+                        // Decoded in place: it stays whole for the next try.
+                        other => {
+                            conn.chunked = Some(chunked);
+                            return unsent(other);
+                        }
+                    };
                     buf.start += head_len + chunked.consumed();
                     if let Some(step) = self.finish_request(conn, close) {
                         return step;
@@ -367,8 +447,12 @@ impl Worker {
                     continue;
                 }
             };
-            let close = self.respond(shared, conn, &head, &headers, body);
+            let answer = self.respond(shared, limits, conn, &head, &headers, body, now);
             self.headers = reuse(&mut headers);
+            let close = match answer {
+                Answer::Sent { close } => close,
+                other => return unsent(other),
+            };
             buf.start += consumed;
             if let Some(step) = self.finish_request(conn, close) {
                 return step;
@@ -376,15 +460,36 @@ impl Worker {
         }
     }
 
-    /// Calls the handler and encodes its response. Returns whether the connection closes after it.
+    /// Calls the handler, under the watchdog and the bulkheads, and encodes its response.
+    #[allow(clippy::too_many_arguments)]
     fn respond(
         &mut self,
         shared: &Shared,
-        conn: &Conn,
+        limits: &Limits,
+        conn: &mut Conn,
         head: &Head<'_>,
         headers: &[Header<'_>],
         body: &[u8],
-    ) -> bool {
+        now: u64,
+    ) -> Answer {
+        // Read when encoding, not before the handler runs: shutdown may begin meanwhile.
+        let draining = || shared.draining.load(Ordering::Acquire);
+        let head_only = head.method == "HEAD";
+        let received = conn.request_started;
+        let deadline = shared.clock.after(received, limits.handler_timeout);
+        let granted = match std::mem::take(&mut conn.admission) {
+            Admission::Refused(why) => return self.refuse(head, why, draining()),
+            Admission::Granted(bulkhead) => Some(bulkhead),
+            Admission::Open => None,
+        };
+        // Queued time counts: the server-wide deadline bounds the wait for a worker (a bulkhead's
+        // own deadline is checked when the request enters it).
+        if granted.is_none() && now >= deadline {
+            return self.refuse(head, "the request waited past its deadline", draining());
+        }
+        let Some(fd) = conn.stream.as_ref().map(|s| s.as_raw_fd()) else {
+            return Answer::Gone;
+        };
         let request = Request::new(RequestParts {
             method: head.method,
             target: head.target,
@@ -394,11 +499,18 @@ impl Worker {
             peer: Some(conn.peer),
             mount: "",
         });
-        // Read when encoding, not before the handler runs: shutdown may begin meanwhile.
-        let draining = || shared.draining.load(Ordering::Acquire);
-        let head_only = head.method == "HEAD";
+        let record = &*self.record;
+        record.begin(&running::Call {
+            started: now,
+            deadline,
+            fd,
+            token: conn.token,
+            clean: self.out.is_empty(),
+            method: head.method,
+            target: head.target,
+        });
         let mut close = None;
-        {
+        let declined = {
             let date = self.date.get();
             let out = &mut self.out;
             let mut encode_into = |view: ResponseView<'_>| {
@@ -408,8 +520,18 @@ impl Worker {
                     close = Some(closing);
                 }
             };
+            let gate = Gate {
+                shared,
+                record,
+                received,
+                now,
+                default_timeout: limits.handler_timeout,
+                fd,
+                granted,
+            };
+            let mut call = Call::gated(&mut encode_into, gate);
             let outcome = catch_unwind(AssertUnwindSafe(|| {
-                shared.handler.handle_into(&request, &mut encode_into)
+                shared.handler.serve(&request, &mut call)
             }));
             if let Err(panic) = outcome {
                 tracing::error!(
@@ -420,9 +542,25 @@ impl Worker {
                     panic_message(&*panic)
                 );
             }
+            call.finish()
+        };
+        if let Ended::Lost { replaced, bulkhead } = record.end() {
+            shared.workers.found(shared.max_lost_workers());
+            if let Some(b) = shared.bulkheads.by_id(bulkhead) {
+                b.count_lost(false);
+            }
+            return Answer::Lost { replaced };
+        }
+        match declined {
+            Some(Declined::Busy(bulkhead, deadline)) => return Answer::Park(bulkhead, deadline),
+            Some(Declined::Expired) => {
+                return self.refuse(head, "the request waited past its deadline", draining());
+            }
+            Some(Declined::Gone) => return Answer::Gone,
+            None => {}
         }
         if let Some(close) = close {
-            return close;
+            return Answer::Sent { close };
         }
         // The request was read whole, so the connection can go on after the 500.
         let closing = !head.keep_alive || draining();
@@ -435,7 +573,28 @@ impl Worker {
             persist,
             date,
         );
-        closing
+        Answer::Sent { close: closing }
+    }
+
+    /// Answers `503` with `Retry-After` without calling the handler (RFC 9110 §15.6.4).
+    fn refuse(&mut self, head: &Head<'_>, why: &str, draining: bool) -> Answer {
+        let closing = !head.keep_alive || draining;
+        let response = ResponseBuilder::new(503)
+            .header("retry-after", "1")
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("{why}\n"))
+            .build()
+            .expect("a constant response is valid");
+        let date = self.date.get();
+        let head_only = head.method == "HEAD";
+        encode(
+            &mut self.out,
+            response.view(),
+            head_only,
+            persist(head.version, closing),
+            date,
+        );
+        Answer::Sent { close: closing }
     }
 
     /// Resets per-request state; `Some` when the connection must close.
@@ -498,6 +657,10 @@ fn decode_chunked(
     max_body: usize,
 ) -> Result<bool, Reject> {
     let chunked = conn.chunked.get_or_insert_with(Chunked::default);
+    if chunked.is_done() {
+        // Decoded on an earlier turn; the request waited for a place in a bulkhead.
+        return Ok(true);
+    }
     let body_start = buf.start + head_len;
     let body = &mut buf.data[body_start..buf.end];
     let raw = chunked.decode(body, chunked.decoded(), max_body)?;
@@ -550,15 +713,12 @@ fn linger(conn: &mut Conn, now: u64) -> Next {
     }
 }
 
-/// Tells the loop a connection is closed: one datagram per burst (see `Shared::closed`).
-fn report_closed(shared: &Shared, token: usize) {
-    let first = {
-        let mut closed = shared.closed.lock().unwrap_or_else(|e| e.into_inner());
-        closed.push(token);
-        closed.len() == 1
-    };
-    if first && let Err(e) = shared.control.send(ControlMsg::Closed(token)) {
-        tracing::error!(error = %e, "control channel failed");
+/// What `process` returns for a request that was not answered.
+fn unsent(answer: Answer) -> Step {
+    match answer {
+        Answer::Park(bulkhead, deadline) => Step::Park(bulkhead, deadline),
+        Answer::Lost { replaced } => Step::Lost { replaced },
+        Answer::Gone | Answer::Sent { .. } => Step::Close { linger: false },
     }
 }
 

@@ -29,6 +29,7 @@ const PACKAGES: &[&str] = &[
     "static-files",
     "chaos",
     "crash-init",
+    "slow",
 ];
 
 /// The workspace's root folder.
@@ -183,7 +184,8 @@ impl HostProcess {
     }
 
     /// Runs the binary in `dir` with `--config dir/config.toml --plugins dir/plugins --listen
-    /// 127.0.0.1:0` and `args`, without waiting for it.
+    /// 127.0.0.1:0` (and `--workers 2` unless `args` say otherwise) and `args`, without waiting for
+    /// it.
     pub fn spawn(dir: &Path, args: &[&str]) -> HostProcess {
         Self::spawn_wrapped(dir, args, &[])
     }
@@ -206,7 +208,12 @@ impl HostProcess {
             .arg(dir.join("config.toml"))
             .arg("--plugins")
             .arg(dir.join("plugins"))
-            .args(["--listen", "127.0.0.1:0", "--workers", "2"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(if args.contains(&"--workers") {
+                &[][..]
+            } else {
+                &["--workers", "2"][..]
+            })
             .args(args)
             .env("RUST_LOG", "info,mini_async_http=debug")
             .env_remove("RUST_BACKTRACE")

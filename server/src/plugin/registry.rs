@@ -19,8 +19,8 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use plugin_api::{Request, Response, ResponseBuilder, ResponseView, abi::ABI_VERSION};
 
-use crate::Handler;
 use crate::plugin::{Generation, LoadError, PluginFile};
+use crate::{Bulkhead, Bulkheads, Call, Handler};
 
 /// One mounted plugin, for `check` and status pages.
 pub struct PluginInfo {
@@ -72,6 +72,8 @@ pub struct Registry {
     access_log: AtomicBool,
     /// Count requests per plugin (when an admin listener shows them).
     metrics: AtomicBool,
+    /// One bulkhead per plugin name, shared with the server.
+    bulkheads: Arc<Bulkheads>,
 }
 
 struct Inner {
@@ -102,14 +104,17 @@ struct Mount {
     stats: PluginStats,
     /// Set while its file is quarantined, so that its 503 says so.
     quarantined: AtomicBool,
+    /// Its requests run in this bulkhead: at most its limit of workers at once.
+    bulkhead: Arc<Bulkhead>,
 }
 
 impl Mount {
-    fn new() -> Mount {
+    fn new(bulkhead: Arc<Bulkhead>) -> Mount {
         Mount {
             current: ArcSwapOption::empty(),
             stats: PluginStats::default(),
             quarantined: AtomicBool::new(false),
+            bulkhead,
         }
     }
 }
@@ -225,9 +230,16 @@ impl Registry {
             table: ArcSwap::from_pointee(RouteTable::default()),
             access_log: AtomicBool::new(false),
             metrics: AtomicBool::new(false),
+            bulkheads: Arc::new(Bulkheads::new()),
         };
         registry.rebuild(&mut registry.lock());
         Ok(registry)
+    }
+
+    /// The bulkheads of its plugins, one per name: give them to the server
+    /// ([`AIOServer::with_bulkheads`](crate::AIOServer::with_bulkheads)).
+    pub fn bulkheads(&self) -> &Arc<Bulkheads> {
+        &self.bulkheads
     }
 
     /// Turns the per-plugin counters on or off.
@@ -318,7 +330,7 @@ impl Registry {
                 .mounts
                 .entry(name.to_owned())
                 .or_insert_with(|| Mounted {
-                    mount: Arc::new(Mount::new()),
+                    mount: Arc::new(Mount::new(self.bulkheads.get(name))),
                     file: None,
                     tried_sha256: None,
                 });
@@ -556,7 +568,7 @@ impl Registry {
             let mount = match inner.mounts.get(&spec.plugin) {
                 Some(m) => Arc::clone(&m.mount),
                 // Named by a route but not (yet) in the folder: 503 until it is.
-                None => Arc::new(Mount::new()),
+                None => Arc::new(Mount::new(self.bulkheads.get(&spec.plugin))),
             };
             routes.retain(|(prefix, _, _)| *prefix != spec.prefix);
             routes.push((spec.prefix.clone(), mount, spec.plugin.clone()));
@@ -578,37 +590,48 @@ impl Handler for Registry {
     }
 
     fn handle_into(&self, request: &Request<'_>, respond: &mut dyn FnMut(ResponseView<'_>)) {
+        self.serve(request, &mut Call::ungated(respond));
+    }
+
+    fn serve(&self, request: &Request<'_>, call: &mut Call<'_>) {
         if !self.access_log.load(Ordering::Relaxed) {
-            return self.dispatch(request, respond, &mut None);
+            self.dispatch(request, call, &mut None);
+            return;
         }
         let started = Instant::now();
         let mut served = None;
-        let mut answer = (0, 0);
-        self.dispatch(
-            request,
-            &mut |view| {
-                answer = (view.status, view.body.len());
-                respond(view);
-            },
-            &mut served,
-        );
-        access_line(request, answer, started.elapsed(), served);
+        let Some((status, bytes)) = self.dispatch(request, call, &mut served) else {
+            // Not run now (it waits for a place): logged when it runs.
+            return;
+        };
+        let status = if call.timed_out() { 504 } else { status };
+        access_line(request, (status, bytes), started.elapsed(), served);
     }
 }
 
 impl Registry {
-    /// Routes a request and answers it; `served` learns which generation answered.
+    /// Routes a request and answers it, in its plugin's bulkhead; `served` learns which
+    /// generation answered. Returns the status and body size sent, `None` if it did not run.
     fn dispatch(
         &self,
         request: &Request<'_>,
-        respond: &mut dyn FnMut(ResponseView<'_>),
+        call: &mut Call<'_>,
         served: &mut Option<(String, u64)>,
-    ) {
+    ) -> Option<(u16, usize)> {
         let table = self.table.load();
         let path = request.path();
+        let mut answer = None;
+        let mut respond = |view: ResponseView<'_>, call: &mut Call<'_>| {
+            answer = Some((view.status, view.body.len()));
+            call.respond(view);
+        };
         let Some((prefix, mount, name)) = table.routes.iter().find(|(p, _, _)| matches(p, path))
         else {
-            return respond(plain(404, "no plugin is mounted at this path\n").view());
+            respond(
+                plain(404, "no plugin is mounted at this path\n").view(),
+                call,
+            );
+            return answer;
         };
         // A guard, not a clone: it keeps the generation alive for the call without touching the
         // reference count that every worker shares.
@@ -620,26 +643,29 @@ impl Registry {
                     "plugin {name} is quarantined: it crashed its server process; a new build of \
                      its file or SIGHUP lifts it\n"
                 );
-                return respond(plain(503, body).view());
+                respond(plain(503, body).view(), call);
+            } else {
+                let body = "the plugin for this path is not available\n";
+                respond(plain(503, body).view(), call);
             }
-            return respond(plain(503, "the plugin for this path is not available\n").view());
+            return answer;
         };
+        let _permit = call.enter(&mount.bulkhead)?;
         if self.access_log.load(Ordering::Relaxed) {
             *served = Some((name.clone(), generation.number));
         }
         let prefix = if prefix == "/" { "" } else { prefix };
         let request = request.with_mount(prefix);
         if !self.metrics.load(Ordering::Relaxed) {
-            generation.handle_into(&request, respond);
-            return;
+            generation.handle_into(&request, &mut |view| respond(view, call));
+            return answer;
         }
         let started = Instant::now();
-        let mut status = 0;
-        let ok = generation.handle_into(&request, &mut |view| {
-            status = view.status;
-            respond(view);
-        });
-        mount.stats.record(status, ok, started.elapsed());
+        let ok = generation.handle_into(&request, &mut |view| respond(view, call));
+        mount
+            .stats
+            .record(answer.map_or(0, |a| a.0), ok, started.elapsed());
+        answer
     }
 }
 

@@ -57,8 +57,9 @@ pub struct Options {
 pub enum Ended {
     /// Every process drained and exited.
     Clean,
-    /// A process was still busy after the drain timeout and was killed.
-    Killed,
+    /// A process was still busy after the drain timeout: it stopped with requests unfinished
+    /// (and said which), or was killed.
+    Unfinished,
 }
 
 /// Binds, runs the server processes until SIGTERM or SIGINT, drains them, and returns.
@@ -328,7 +329,7 @@ impl Supervisor {
                 );
                 // Reaped by `reap` like any other exit.
                 process.kill();
-                *outcome = Ended::Killed;
+                *outcome = Ended::Unfinished;
             }
         }
         let done = self.slots.iter().all(|s| matches!(s.state, State::Stopped));

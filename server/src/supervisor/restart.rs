@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
 
-use super::{BACKOFF, MIN_UPTIME, Phase, START_TIMEOUT, State, Supervisor, child};
+use super::{BACKOFF, Ended, MIN_UPTIME, Phase, START_TIMEOUT, State, Supervisor, child};
 use crate::crash::{Cause, Record, signal_name};
 
 impl Supervisor {
@@ -62,6 +62,11 @@ impl Supervisor {
                 slot.number,
                 process.pid
             );
+            if !status.success()
+                && let Phase::Draining { outcome, .. } = &mut self.phase
+            {
+                *outcome = Ended::Unfinished;
+            }
             return;
         }
         let records = process.records();

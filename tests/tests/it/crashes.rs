@@ -213,7 +213,9 @@ fn a_plugin_that_crashes_in_init_backs_off_then_is_quarantined_and_the_rest_serv
 }
 
 #[test]
-fn a_process_still_busy_after_the_drain_is_killed_and_the_plugin_named() {
+fn a_process_that_cannot_drain_is_killed_and_the_plugin_named() {
+    // A process stops by itself at the drain timeout (deadlines.rs); one that cannot (stopped,
+    // here) is killed by the supervisor, which names the plugin code it last reported running.
     let mut host = HostProcess::start(
         &["libhello.so", "libchaos.so"],
         "[limits]\ndrain_timeout_ms = 300\n[admin]\nlisten = \"127.0.0.1:0\"\n",
@@ -231,6 +233,16 @@ fn a_process_still_busy_after_the_drain_is_killed_and_the_plugin_named() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let child = host
+        .pids()
+        .into_iter()
+        .find(|&p| p != host.pid())
+        .expect("a server process");
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &child.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(stopped.success());
     host.signal("TERM");
     assert_eq!(host.wait_exit(WAIT), Some(1));
     let line = host.wait_for_log("still busy", WAIT);

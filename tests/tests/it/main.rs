@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod config;
 mod crashes;
+mod deadlines;
 mod fixtures;
 mod guide;
 mod hardening;

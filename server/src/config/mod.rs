@@ -16,6 +16,12 @@
 //! [limits]                    # see `Limits`; times in milliseconds
 //! max_body_bytes = 8388608
 //! header_timeout_ms = 15000
+//! handler_timeout_ms = 30000  # past it the client gets 504 and the worker is replaced
+//!
+//! [limits.plugins.reports]    # the host's limits for one plugin (not the plugin's settings)
+//! handler_timeout_ms = 120000
+//! max_concurrency = 4         # workers it may hold at once (default: workers - 1)
+//! queue_timeout_ms = 1000     # wait for a place, then 503
 //!
 //! [log]
 //! level = "info"              # when RUST_LOG is not set
@@ -42,8 +48,12 @@ use plugin_api::__private::line_of;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::Limits;
 use crate::plugin::RouteSpec;
+use crate::{BulkheadPolicy, Limits};
+
+mod limits;
+
+use limits::RawLimits;
 
 /// The host's configuration, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +68,9 @@ pub struct Config {
     pub plugins_dir: PathBuf,
     /// Bounds and timeouts.
     pub limits: Limits,
+    /// Each plugin's limits (`[limits.plugins.NAME]`): the host's policy for it, apart from the
+    /// plugin's own settings.
+    pub plugin_limits: BTreeMap<String, BulkheadPolicy>,
     /// Extra routes.
     pub routes: Vec<RouteSpec>,
     /// Each plugin's `[plugins.NAME]` table, as TOML text for its init.
@@ -85,6 +98,7 @@ impl Default for Config {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             plugins_dir: PathBuf::from("plugins"),
             limits: Limits::default(),
+            plugin_limits: BTreeMap::new(),
             routes: Vec::new(),
             plugin_settings: BTreeMap::new(),
             reload_debounce: Duration::from_millis(150),
@@ -284,9 +298,9 @@ impl Config {
             config.admin_listen = Some(admin.listen.into_inner());
         }
         if let Some(limits) = raw.limits {
-            config.limits = limits
+            (config.limits, config.plugin_limits) = limits
                 .apply(Limits::default())
-                .map_err(|(span, m)| at(Some(span), m))?;
+                .map_err(|(span, m)| at(span, m))?;
         }
         for route in raw.routes {
             let prefix = route.prefix.get_ref();
@@ -370,133 +384,6 @@ struct RawRoute {
     plugin: Spanned<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    max_connections: Option<Spanned<i64>>,
-    max_queued: Option<Spanned<i64>>,
-    max_head_bytes: Option<Spanned<i64>>,
-    max_target_bytes: Option<Spanned<i64>>,
-    max_headers: Option<Spanned<i64>>,
-    max_body_bytes: Option<Spanned<i64>>,
-    header_timeout_ms: Option<Spanned<i64>>,
-    body_timeout_ms: Option<Spanned<i64>>,
-    keep_alive_timeout_ms: Option<Spanned<i64>>,
-    write_timeout_ms: Option<Spanned<i64>>,
-    drain_timeout_ms: Option<Spanned<i64>>,
-}
-
-impl RawLimits {
-    fn apply(self, mut l: Limits) -> Result<Limits, (std::ops::Range<usize>, String)> {
-        fn set<T>(
-            value: Option<Spanned<i64>>,
-            min: i64,
-            max: i64,
-            key: &str,
-            out: &mut T,
-            convert: impl Fn(u64) -> T,
-        ) -> Result<(), (std::ops::Range<usize>, String)> {
-            if let Some(v) = value {
-                let n =
-                    in_range(&v, min, max, &format!("limits.{key}")).map_err(|m| (v.span(), m))?;
-                *out = convert(n);
-            }
-            Ok(())
-        }
-        const BIG: i64 = 1 << 40;
-        let ms = Duration::from_millis;
-        set(
-            self.max_connections,
-            1,
-            10_000_000,
-            "max_connections",
-            &mut l.max_connections,
-            |n| n as usize,
-        )?;
-        set(
-            self.max_queued,
-            1,
-            10_000_000,
-            "max_queued",
-            &mut l.max_queued,
-            |n| n as usize,
-        )?;
-        set(
-            self.max_head_bytes,
-            256,
-            BIG,
-            "max_head_bytes",
-            &mut l.max_head_bytes,
-            |n| n as usize,
-        )?;
-        set(
-            self.max_target_bytes,
-            16,
-            BIG,
-            "max_target_bytes",
-            &mut l.max_target_bytes,
-            |n| n as usize,
-        )?;
-        set(
-            self.max_headers,
-            1,
-            Limits::MAX_HEADERS as i64,
-            "max_headers",
-            &mut l.max_headers,
-            |n| n as usize,
-        )?;
-        set(
-            self.max_body_bytes,
-            0,
-            BIG,
-            "max_body_bytes",
-            &mut l.max_body_bytes,
-            |n| n as usize,
-        )?;
-        set(
-            self.header_timeout_ms,
-            1,
-            BIG,
-            "header_timeout_ms",
-            &mut l.header_timeout,
-            ms,
-        )?;
-        set(
-            self.body_timeout_ms,
-            1,
-            BIG,
-            "body_timeout_ms",
-            &mut l.body_timeout,
-            ms,
-        )?;
-        set(
-            self.keep_alive_timeout_ms,
-            1,
-            BIG,
-            "keep_alive_timeout_ms",
-            &mut l.keep_alive_timeout,
-            ms,
-        )?;
-        set(
-            self.write_timeout_ms,
-            1,
-            BIG,
-            "write_timeout_ms",
-            &mut l.write_timeout,
-            ms,
-        )?;
-        set(
-            self.drain_timeout_ms,
-            0,
-            BIG,
-            "drain_timeout_ms",
-            &mut l.drain_timeout,
-            ms,
-        )?;
-        Ok(l)
-    }
-}
-
 /// `processes`: a number from 1 to 256, or `auto` for one per CPU.
 ///
 /// # Errors
@@ -513,7 +400,7 @@ pub fn parse_processes(text: &str) -> Result<usize, String> {
     }
 }
 
-fn in_range(value: &Spanned<i64>, min: i64, max: i64, key: &str) -> Result<u64, String> {
+pub(crate) fn in_range(value: &Spanned<i64>, min: i64, max: i64, key: &str) -> Result<u64, String> {
     let v = *value.get_ref();
     if v < min || v > max {
         return Err(format!("{key}: {v} is out of range ({min} to {max})"));

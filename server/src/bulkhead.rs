@@ -1,0 +1,598 @@
+//! Bulkheads: a limit on how many workers one kind of request (the host: one plugin) may hold at
+//! once, with a bounded wait for the requests past it, so that one slow plugin cannot starve the
+//! others. Read "Fault containment" in DESIGN.md.
+//!
+//! A [`Handler`](crate::Handler) puts a request in a bulkhead by calling [`Call::enter`] before it
+//! runs code that may be slow. Past the bulkhead's limit, `enter` says no, and the worker parks the
+//! connection in the bulkhead's queue and goes on with other connections; the request is re-driven
+//! with a place reserved for it when a call in the bulkhead ends, or answered `503` with
+//! `Retry-After` when it waited too long (the watchdog, `watchdog.rs`, checks). A call that runs
+//! past its deadline still holds its place until its handler returns, so a hanging plugin holds at
+//! most its limit of threads.
+//!
+//! The default limit is `workers - 1`, so that one plugin never holds every worker. A plugin proven
+//! fast may take the last one too, while every call of it in flight began within [`BORROW_MS`]: a
+//! plugin that answers in microseconds uses every core, and one whose call has run for a few
+//! milliseconds may not. Proven fast means [`PROVEN`] calls ended since the watchdog last saw one
+//! of its calls running longer than `BORROW_MS`, so a new plugin, or one that was just slow, gets
+//! the exact limit. A limit set in the configuration is always exact.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use plugin_api::ResponseView;
+
+use crate::conn::Slot;
+use crate::running::Record;
+use crate::server::Shared;
+
+/// A plugin at its default limit may take the last worker while all its calls in flight began
+/// less than this many milliseconds ago.
+pub const BORROW_MS: u64 = 2;
+/// Calls that must end, with none seen running long, before a plugin may borrow the last worker.
+pub const PROVEN: u32 = 1000;
+
+/// One bulkhead's settings; `None` takes the server's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BulkheadPolicy {
+    /// Time from receiving a request to its answer (default [`Limits::handler_timeout`]).
+    ///
+    /// [`Limits::handler_timeout`]: crate::Limits::handler_timeout
+    pub handler_timeout: Option<Duration>,
+    /// Calls at once (default `workers - 1`, at least 1).
+    pub max_concurrency: Option<usize>,
+    /// Time a request may wait for a place (default [`Limits::queue_timeout`]).
+    ///
+    /// [`Limits::queue_timeout`]: crate::Limits::queue_timeout
+    pub queue_timeout: Option<Duration>,
+    /// Requests waiting at most; past it, `503` at once (default [`Limits::max_queued`]).
+    ///
+    /// [`Limits::max_queued`]: crate::Limits::max_queued
+    pub max_queued: Option<usize>,
+}
+
+/// The bulkheads of one server, by name. Hand the same table to the handler that uses them and to
+/// [`AIOServer::with_bulkheads`](crate::AIOServer::with_bulkheads). A bulkhead, once named, lives
+/// as long as the table, so its counters survive the plugin's reloads.
+#[derive(Default)]
+pub struct Bulkheads {
+    list: RwLock<Vec<Arc<Bulkhead>>>,
+    policies: Mutex<BTreeMap<String, BulkheadPolicy>>,
+    /// The server's worker count, for the default limit (0 until the server starts).
+    workers: AtomicUsize,
+}
+
+/// A limit on concurrent calls and its queue. Obtained from [`Bulkheads::get`].
+pub struct Bulkhead {
+    /// Calls holding a place now (also those past their deadline, until their handler returns).
+    in_flight: AtomicUsize,
+    /// Requests in `queue`, readable without its lock.
+    waiting: AtomicUsize,
+    /// Calls ended since one was seen running long, up to [`PROVEN`] (then no longer written).
+    proven: std::sync::atomic::AtomicU32,
+    /// The limit in force and whether it was configured (exact) or is the default (may borrow).
+    cap: AtomicUsize,
+    exact: AtomicBool,
+    /// Milliseconds; 0 for the server's default.
+    timeout_ms: AtomicU64,
+    queue_timeout_ms: AtomicU64,
+    max_queued: AtomicUsize,
+    /// Position in the table, plus one: what a worker's [`Record`] says.
+    id: usize,
+    name: String,
+    queue: Mutex<VecDeque<Waiter>>,
+    timed_out: AtomicU64,
+    refused: AtomicU64,
+    lost: AtomicUsize,
+}
+
+/// One bulkhead's figures at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BulkheadStats {
+    /// Its name (the host: the plugin's).
+    pub name: String,
+    /// Calls holding a place now.
+    pub in_flight: usize,
+    /// Requests waiting for a place now.
+    pub queued: usize,
+    /// Calls answered `504` because they ran past their deadline.
+    pub timed_out: u64,
+    /// Requests answered `503`: the queue was full, or they waited too long.
+    pub refused: u64,
+    /// Worker threads still stuck in a call past its deadline.
+    pub lost_workers: usize,
+    /// The limit in force.
+    pub max_concurrency: usize,
+}
+
+/// A place in a bulkhead, held until dropped. Returned by [`Call::enter`].
+pub struct Permit<'a> {
+    held: Option<(&'a Arc<Bulkhead>, &'a Record)>,
+}
+
+/// One request on its way through a [`Handler`](crate::Handler): how it is answered, and the
+/// bulkhead it runs in.
+pub struct Call<'a> {
+    respond: &'a mut dyn FnMut(ResponseView<'_>),
+    gate: Option<Gate<'a>>,
+    declined: Option<Declined>,
+}
+
+/// What the server knows of the request, to admit it.
+pub(crate) struct Gate<'a> {
+    pub shared: &'a Shared,
+    pub record: &'a Record,
+    /// When the request was received, and now (clock milliseconds).
+    pub received: u64,
+    pub now: u64,
+    pub default_timeout: Duration,
+    pub fd: RawFd,
+    /// A place reserved for this request while it waited.
+    pub granted: Option<Arc<Bulkhead>>,
+}
+
+/// Why a handler did not run.
+pub(crate) enum Declined {
+    /// Its bulkhead is full: park the connection there, until this deadline.
+    Busy(Arc<Bulkhead>, u64),
+    /// It waited past its deadline: `503`.
+    Expired,
+    /// Its client left while it waited: close.
+    Gone,
+}
+
+/// What a connection's next request is owed, after it waited in a bulkhead's queue.
+#[derive(Default)]
+pub(crate) enum Admission {
+    /// Nothing: admitted as it comes.
+    #[default]
+    Open,
+    /// A place in this bulkhead is reserved for it.
+    Granted(Arc<Bulkhead>),
+    /// It is answered `503` with `Retry-After`, for this reason.
+    Refused(&'static str),
+}
+
+/// A parked connection.
+struct Waiter {
+    slot: Arc<Slot>,
+    shared: Weak<Shared>,
+    /// When it began waiting, and its request's deadline.
+    since: u64,
+    deadline: u64,
+}
+
+impl Bulkheads {
+    /// An empty table.
+    pub fn new() -> Bulkheads {
+        Bulkheads::default()
+    }
+
+    /// The bulkhead called `name`, added (with its configured policy) if new.
+    pub fn get(&self, name: &str) -> Arc<Bulkhead> {
+        if let Some(found) = self.read().iter().find(|b| b.name == name) {
+            return Arc::clone(found);
+        }
+        let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = list.iter().find(|b| b.name == name) {
+            return Arc::clone(found);
+        }
+        let bulkhead = Arc::new(Bulkhead::new(list.len() + 1, name));
+        let policy = self.lock_policies().get(name).cloned().unwrap_or_default();
+        bulkhead.apply(&policy, self.workers.load(Ordering::Relaxed));
+        list.push(Arc::clone(&bulkhead));
+        bulkhead
+    }
+
+    /// Sets every bulkhead's policy: those named here get theirs, the others the defaults.
+    pub fn set_policies(&self, policies: BTreeMap<String, BulkheadPolicy>) {
+        *self.lock_policies() = policies;
+        self.reapply();
+    }
+
+    /// The figures of every bulkhead, in the order they were named.
+    pub fn stats(&self) -> Vec<BulkheadStats> {
+        self.read().iter().map(|b| b.stats()).collect()
+    }
+
+    /// The bulkhead a [`Record`] names (index + 1).
+    pub(crate) fn by_id(&self, id: usize) -> Option<Arc<Bulkhead>> {
+        self.read().get(id.checked_sub(1)?).cloned()
+    }
+
+    /// Every bulkhead, for the watchdog.
+    pub(crate) fn all(&self) -> Vec<Arc<Bulkhead>> {
+        self.read().clone()
+    }
+
+    /// Drops every request waiting in any bulkhead (the server has stopped).
+    pub(crate) fn clear(&self) {
+        for bulkhead in self.read().iter() {
+            bulkhead.clear();
+        }
+    }
+
+    /// The server starts with `workers` workers: the default limits follow.
+    pub(crate) fn set_workers(&self, workers: usize) {
+        self.workers.store(workers, Ordering::Relaxed);
+        self.reapply();
+    }
+
+    fn reapply(&self) {
+        let policies = self.lock_policies().clone();
+        let workers = self.workers.load(Ordering::Relaxed);
+        for bulkhead in self.read().iter() {
+            bulkhead.apply(
+                &policies.get(&bulkhead.name).cloned().unwrap_or_default(),
+                workers,
+            );
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Bulkhead>>> {
+        self.list.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_policies(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BulkheadPolicy>> {
+        self.policies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Bulkhead {
+    fn new(id: usize, name: &str) -> Bulkhead {
+        Bulkhead {
+            in_flight: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            proven: std::sync::atomic::AtomicU32::new(0),
+            cap: AtomicUsize::new(usize::MAX),
+            exact: AtomicBool::new(false),
+            timeout_ms: AtomicU64::new(0),
+            queue_timeout_ms: AtomicU64::new(0),
+            max_queued: AtomicUsize::new(0),
+            id,
+            name: name.to_owned(),
+            queue: Mutex::new(VecDeque::new()),
+            timed_out: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            lost: AtomicUsize::new(0),
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its figures now.
+    pub fn stats(&self) -> BulkheadStats {
+        BulkheadStats {
+            name: self.name.clone(),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            queued: self.waiting.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            lost_workers: self.lost.load(Ordering::Relaxed),
+            max_concurrency: self.cap.load(Ordering::Relaxed),
+        }
+    }
+
+    fn apply(&self, policy: &BulkheadPolicy, workers: usize) {
+        let ms = |d: Option<Duration>| d.map_or(0, |d| (d.as_millis() as u64).max(1));
+        self.timeout_ms
+            .store(ms(policy.handler_timeout), Ordering::Relaxed);
+        self.queue_timeout_ms
+            .store(ms(policy.queue_timeout), Ordering::Relaxed);
+        self.max_queued
+            .store(policy.max_queued.unwrap_or(0), Ordering::Relaxed);
+        let (cap, exact) = match policy.max_concurrency {
+            Some(n) => (n.max(1), true),
+            None if workers == 0 => (usize::MAX, false),
+            None => (workers.saturating_sub(1).max(1), false),
+        };
+        self.exact.store(exact, Ordering::Relaxed);
+        self.cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// The deadline of a request received at `received`.
+    fn deadline(&self, received: u64, default: Duration) -> u64 {
+        let ms = match self.timeout_ms.load(Ordering::Relaxed) {
+            0 => default.as_millis() as u64,
+            ms => ms,
+        };
+        received.saturating_add(ms)
+    }
+
+    /// Takes a place if there is one (or, at the default limit, if the bulkhead may borrow).
+    fn try_enter(&self, shared: &Shared, now: u64) -> bool {
+        let cap = self.cap.load(Ordering::Relaxed);
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            let mut n = self.in_flight.load(Ordering::Relaxed);
+            while n < cap {
+                match self.in_flight.compare_exchange_weak(
+                    n,
+                    n + 1,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return true,
+                    Err(actual) => n = actual,
+                }
+            }
+        }
+        if self.exact.load(Ordering::Relaxed)
+            || self.proven.load(Ordering::Relaxed) < PROVEN
+            || self.waiting.load(Ordering::SeqCst) > 0
+        {
+            return false;
+        }
+        let young = shared.workers.records().iter().all(|r| match r.peek() {
+            Some((started, _, id)) if id == self.id => started + BORROW_MS > now,
+            _ => true,
+        });
+        if young {
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+        }
+        young
+    }
+
+    /// Gives a place back, and hands it to the first request waiting if there is one.
+    fn exit(self: &Arc<Self>) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.proven.load(Ordering::Relaxed) < PROVEN {
+            self.proven.fetch_add(1, Ordering::Relaxed);
+        }
+        // SeqCst pairs with `park`: either it sees our decrement, or we see its waiter.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.dispatch();
+        }
+    }
+
+    /// Parks a connection whose request found no place. `Err` gives it back when the queue is
+    /// full.
+    pub(crate) fn park(
+        self: &Arc<Self>,
+        slot: Arc<Slot>,
+        shared: &Arc<Shared>,
+        now: u64,
+        deadline: u64,
+    ) -> Result<(), Arc<Slot>> {
+        {
+            let mut queue = self.lock_queue();
+            let bound = match self.max_queued.load(Ordering::Relaxed) {
+                0 => shared.limits.load().max_queued,
+                n => n,
+            };
+            if queue.len() >= bound {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(slot);
+            }
+            queue.push_back(Waiter {
+                slot,
+                shared: Arc::downgrade(shared),
+                since: now,
+                deadline,
+            });
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+        }
+        // A call may have ended between our `try_enter` and the push.
+        if self.in_flight.load(Ordering::SeqCst) < self.cap.load(Ordering::Relaxed) {
+            self.dispatch();
+        }
+        Ok(())
+    }
+
+    /// Hands free places to waiting requests, first come first served.
+    fn dispatch(self: &Arc<Self>) {
+        let mut queue = self.lock_queue();
+        let cap = self.cap.load(Ordering::Relaxed);
+        while !queue.is_empty() {
+            let n = self.in_flight.load(Ordering::SeqCst);
+            if n >= cap {
+                break;
+            }
+            if self
+                .in_flight
+                .compare_exchange(n, n + 1, Ordering::SeqCst, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let waiter = queue.pop_front().expect("checked non-empty");
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            if !release(waiter, Admission::Granted(Arc::clone(self))) {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Watchdog: answers `503` to requests that waited past their queue timeout or deadline.
+    pub(crate) fn expire(&self, now: u64, default_wait: Duration) {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let wait = match self.queue_timeout_ms.load(Ordering::Relaxed) {
+            0 => default_wait.as_millis() as u64,
+            ms => ms,
+        };
+        let expired: VecDeque<Waiter> = {
+            let mut queue = self.lock_queue();
+            let (gone, kept) = std::mem::take(&mut *queue)
+                .into_iter()
+                .partition(|w| now >= w.deadline.min(w.since.saturating_add(wait)));
+            *queue = kept;
+            self.waiting.store(queue.len(), Ordering::SeqCst);
+            gone
+        };
+        for waiter in expired {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            let why = if now >= waiter.deadline {
+                "the request waited past its deadline"
+            } else {
+                "the plugin is at its concurrency limit"
+            };
+            release(waiter, Admission::Refused(why));
+        }
+    }
+
+    /// Drops every waiting request (the server has stopped).
+    pub(crate) fn clear(&self) {
+        let dropped = std::mem::take(&mut *self.lock_queue());
+        self.waiting.store(0, Ordering::SeqCst);
+        drop(dropped);
+    }
+
+    /// Watchdog: a call of this bulkhead is running longer than [`BORROW_MS`]: it is not
+    /// proven fast.
+    pub(crate) fn saw_slow(&self) {
+        if self.proven.load(Ordering::Relaxed) != 0 {
+            self.proven.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Watchdog: a call in this bulkhead was written off, or (`false`) its worker came back.
+    pub(crate) fn count_lost(&self, lost: bool) {
+        if lost {
+            self.timed_out.fetch_add(1, Ordering::Relaxed);
+            self.lost.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.lost.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiter>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Puts a parked connection back in its server's queue, owing `admission`. `false` when the server
+/// is gone.
+fn release(waiter: Waiter, admission: Admission) -> bool {
+    let Some(shared) = waiter.shared.upgrade() else {
+        return false;
+    };
+    waiter.slot.conn().admission = admission;
+    shared.queue.push(waiter.slot);
+    true
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if let Some((bulkhead, record)) = self.held {
+            record.leave();
+            bulkhead.exit();
+        }
+    }
+}
+
+impl<'a> Call<'a> {
+    /// A call outside any server: `enter` always admits.
+    pub(crate) fn ungated(respond: &'a mut dyn FnMut(ResponseView<'_>)) -> Call<'a> {
+        Call {
+            respond,
+            gate: None,
+            declined: None,
+        }
+    }
+
+    pub(crate) fn gated(respond: &'a mut dyn FnMut(ResponseView<'_>), gate: Gate<'a>) -> Call<'a> {
+        Call {
+            respond,
+            gate: Some(gate),
+            declined: None,
+        }
+    }
+
+    /// Answers the request. Only the first answer counts, and none once the call ran past its
+    /// deadline (the client was answered `504` already).
+    pub fn respond(&mut self, response: ResponseView<'_>) {
+        if self.gate.as_ref().is_none_or(|g| g.record.is_running()) {
+            (self.respond)(response);
+        }
+    }
+
+    /// Whether the call ran past its deadline: the client was answered without it.
+    pub fn timed_out(&self) -> bool {
+        self.gate.as_ref().is_some_and(|g| !g.record.is_running())
+    }
+
+    /// Takes a place in `bulkhead` for the rest of the call. `None`: the request must not run
+    /// now; return without answering, and the server parks it, answers it `503`, or drops it
+    /// because its client left.
+    pub fn enter<'b>(&mut self, bulkhead: &'b Arc<Bulkhead>) -> Option<Permit<'b>>
+    where
+        'a: 'b,
+    {
+        let Some(gate) = self.gate.as_mut() else {
+            return Some(Permit { held: None });
+        };
+        let deadline = bulkhead.deadline(gate.received, gate.default_timeout);
+        let granted = match gate.granted.take() {
+            Some(g) if Arc::ptr_eq(&g, bulkhead) => true,
+            Some(other) => {
+                other.exit();
+                false
+            }
+            None => false,
+        };
+        if granted {
+            let declined = if gate.now >= deadline {
+                Some(Declined::Expired)
+            } else if peer_gone(gate.fd) {
+                Some(Declined::Gone)
+            } else {
+                None
+            };
+            if let Some(declined) = declined {
+                bulkhead.exit();
+                self.declined = Some(declined);
+                return None;
+            }
+        } else if gate.now >= deadline {
+            self.declined = Some(Declined::Expired);
+            return None;
+        } else if !bulkhead.try_enter(gate.shared, gate.now) {
+            self.declined = Some(Declined::Busy(Arc::clone(bulkhead), deadline));
+            return None;
+        }
+        let record: &'b Record = gate.record;
+        record.enter(bulkhead.id, deadline);
+        Some(Permit {
+            held: Some((bulkhead, record)),
+        })
+    }
+
+    /// Server: why the handler did not run, if it did not; gives back a reserved place it did not
+    /// use.
+    pub(crate) fn finish(mut self) -> Option<Declined> {
+        if let Some(granted) = self.gate.as_mut().and_then(|g| g.granted.take()) {
+            granted.exit();
+        }
+        self.declined
+    }
+}
+
+/// Whether the peer closed or reset the connection, without taking any byte it sent.
+fn peer_gone(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `fd` is the connection's socket, open for the whole call (its `Conn` is borrowed by
+    // the worker that runs it); the buffer is one valid byte; MSG_PEEK leaves the data queued.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => true,
+        n if n > 0 => false,
+        _ => !matches!(
+            std::io::Error::last_os_error().kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        ),
+    }
+}

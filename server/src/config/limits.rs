@@ -1,0 +1,220 @@
+//! `[limits]` and `[limits.plugins.NAME]`: the server's bounds and the host's per-plugin policy,
+//! checked into [`Limits`] and [`BulkheadPolicy`]. The rest of `config.toml` is in `mod.rs`.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::in_range;
+use crate::{BulkheadPolicy, Limits};
+
+/// Where a bad value is (if the parser says), and what is wrong with it.
+type Failure = (Option<Range<usize>>, String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    max_connections: Option<Spanned<i64>>,
+    max_queued: Option<Spanned<i64>>,
+    max_head_bytes: Option<Spanned<i64>>,
+    max_target_bytes: Option<Spanned<i64>>,
+    max_headers: Option<Spanned<i64>>,
+    max_body_bytes: Option<Spanned<i64>>,
+    header_timeout_ms: Option<Spanned<i64>>,
+    body_timeout_ms: Option<Spanned<i64>>,
+    keep_alive_timeout_ms: Option<Spanned<i64>>,
+    write_timeout_ms: Option<Spanned<i64>>,
+    drain_timeout_ms: Option<Spanned<i64>>,
+    handler_timeout_ms: Option<Spanned<i64>>,
+    queue_timeout_ms: Option<Spanned<i64>>,
+    max_lost_workers: Option<Spanned<i64>>,
+    #[serde(default)]
+    plugins: BTreeMap<String, RawPluginLimits>,
+}
+
+/// `[limits.plugins.NAME]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPluginLimits {
+    handler_timeout_ms: Option<Spanned<i64>>,
+    max_concurrency: Option<Spanned<i64>>,
+    queue_timeout_ms: Option<Spanned<i64>>,
+    max_queued: Option<Spanned<i64>>,
+}
+
+impl RawLimits {
+    /// The limits, over `l`, and each plugin's.
+    pub fn apply(
+        self,
+        mut l: Limits,
+    ) -> Result<(Limits, BTreeMap<String, BulkheadPolicy>), Failure> {
+        fn set<T>(
+            value: Option<Spanned<i64>>,
+            min: i64,
+            max: i64,
+            key: &str,
+            out: &mut T,
+            convert: impl Fn(u64) -> T,
+        ) -> Result<(), Failure> {
+            if let Some(v) = value {
+                let n = in_range(&v, min, max, &format!("limits.{key}"))
+                    .map_err(|m| (Some(v.span()), m))?;
+                *out = convert(n);
+            }
+            Ok(())
+        }
+        const BIG: i64 = 1 << 40;
+        let ms = Duration::from_millis;
+        set(
+            self.max_connections,
+            1,
+            10_000_000,
+            "max_connections",
+            &mut l.max_connections,
+            |n| n as usize,
+        )?;
+        set(
+            self.max_queued,
+            1,
+            10_000_000,
+            "max_queued",
+            &mut l.max_queued,
+            |n| n as usize,
+        )?;
+        set(
+            self.max_head_bytes,
+            256,
+            BIG,
+            "max_head_bytes",
+            &mut l.max_head_bytes,
+            |n| n as usize,
+        )?;
+        set(
+            self.max_target_bytes,
+            16,
+            BIG,
+            "max_target_bytes",
+            &mut l.max_target_bytes,
+            |n| n as usize,
+        )?;
+        set(
+            self.max_headers,
+            1,
+            Limits::MAX_HEADERS as i64,
+            "max_headers",
+            &mut l.max_headers,
+            |n| n as usize,
+        )?;
+        set(
+            self.max_body_bytes,
+            0,
+            BIG,
+            "max_body_bytes",
+            &mut l.max_body_bytes,
+            |n| n as usize,
+        )?;
+        set(
+            self.header_timeout_ms,
+            1,
+            BIG,
+            "header_timeout_ms",
+            &mut l.header_timeout,
+            ms,
+        )?;
+        set(
+            self.body_timeout_ms,
+            1,
+            BIG,
+            "body_timeout_ms",
+            &mut l.body_timeout,
+            ms,
+        )?;
+        set(
+            self.keep_alive_timeout_ms,
+            1,
+            BIG,
+            "keep_alive_timeout_ms",
+            &mut l.keep_alive_timeout,
+            ms,
+        )?;
+        set(
+            self.write_timeout_ms,
+            1,
+            BIG,
+            "write_timeout_ms",
+            &mut l.write_timeout,
+            ms,
+        )?;
+        set(
+            self.drain_timeout_ms,
+            0,
+            BIG,
+            "drain_timeout_ms",
+            &mut l.drain_timeout,
+            ms,
+        )?;
+        set(
+            self.handler_timeout_ms,
+            1,
+            BIG,
+            "handler_timeout_ms",
+            &mut l.handler_timeout,
+            ms,
+        )?;
+        set(
+            self.queue_timeout_ms,
+            0,
+            BIG,
+            "queue_timeout_ms",
+            &mut l.queue_timeout,
+            ms,
+        )?;
+        set(
+            self.max_lost_workers,
+            0,
+            1_000_000,
+            "max_lost_workers",
+            &mut l.max_lost_workers,
+            |n| Some(n as usize),
+        )?;
+        let mut plugins = BTreeMap::new();
+        for (name, raw) in self.plugins {
+            if crate::plugin::plugin_name(Path::new(&format!("lib{name}.so"))) != Some(&name) {
+                return Err((None, format!("limits.plugins.{name}: not a plugin name")));
+            }
+            let policy = raw.policy(&name)?;
+            plugins.insert(name, policy);
+        }
+        Ok((l, plugins))
+    }
+}
+
+impl RawPluginLimits {
+    fn policy(self, name: &str) -> Result<BulkheadPolicy, Failure> {
+        let check = |v: Option<Spanned<i64>>, min: i64, max: i64, key: &str| {
+            v.map(|v| {
+                in_range(&v, min, max, &format!("limits.plugins.{name}.{key}"))
+                    .map_err(|m| (Some(v.span()), m))
+            })
+            .transpose()
+        };
+        const BIG: i64 = 1 << 40;
+        let ms = |n: Option<u64>| n.map(Duration::from_millis);
+        Ok(BulkheadPolicy {
+            handler_timeout: ms(check(
+                self.handler_timeout_ms,
+                1,
+                BIG,
+                "handler_timeout_ms",
+            )?),
+            max_concurrency: check(self.max_concurrency, 1, 1_000_000, "max_concurrency")?
+                .map(|n| n as usize),
+            queue_timeout: ms(check(self.queue_timeout_ms, 0, BIG, "queue_timeout_ms")?),
+            max_queued: check(self.max_queued, 1, 10_000_000, "max_queued")?.map(|n| n as usize),
+        })
+    }
+}
