@@ -113,12 +113,17 @@ pub struct Permit<'a> {
     held: Option<(&'a Arc<Bulkhead>, &'a Record)>,
 }
 
+/// A place reserved for a request that waited: given back when dropped, unless the request takes
+/// it ([`Reserved::take`]).
+pub(crate) struct Reserved(Option<Arc<Bulkhead>>);
+
 /// One request on its way through a [`Handler`](crate::Handler): how it is answered, and the
 /// bulkhead it runs in.
 pub struct Call<'a> {
     respond: &'a mut dyn FnMut(ResponseView<'_>),
     gate: Option<Gate<'a>>,
     declined: Option<Declined>,
+    responded: bool,
 }
 
 /// What the server knows of the request, to admit it.
@@ -131,7 +136,7 @@ pub(crate) struct Gate<'a> {
     pub default_timeout: Duration,
     pub fd: RawFd,
     /// A place reserved for this request while it waited.
-    pub granted: Option<Arc<Bulkhead>>,
+    pub granted: Option<Reserved>,
 }
 
 /// Why a handler did not run.
@@ -151,7 +156,7 @@ pub(crate) enum Admission {
     #[default]
     Open,
     /// A place in this bulkhead is reserved for it.
-    Granted(Arc<Bulkhead>),
+    Granted(Reserved),
     /// It is answered `503` with `Retry-After`, for this reason.
     Refused(&'static str),
 }
@@ -297,7 +302,7 @@ impl Bulkhead {
     }
 
     /// The deadline of a request received at `received`.
-    fn deadline(&self, received: u64, default: Duration) -> u64 {
+    pub(crate) fn deadline(&self, received: u64, default: Duration) -> u64 {
         let ms = match self.timeout_ms.load(Ordering::Relaxed) {
             0 => default.as_millis() as u64,
             ms => ms,
@@ -328,14 +333,17 @@ impl Bulkhead {
         {
             return false;
         }
+        // Written-off calls show here too, as old ones.
         let young = shared.workers.records().iter().all(|r| match r.peek() {
             Some((started, _, id)) if id == self.id => started + BORROW_MS > now,
             _ => true,
         });
-        if young {
-            self.in_flight.fetch_add(1, Ordering::SeqCst);
-        }
+        // One place past the limit: the last worker, no more.
         young
+            && self
+                .in_flight
+                .compare_exchange(cap, cap + 1, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Gives a place back, and hands it to the first request waiting if there is one.
@@ -402,7 +410,8 @@ impl Bulkhead {
             }
             let waiter = queue.pop_front().expect("checked non-empty");
             self.waiting.fetch_sub(1, Ordering::SeqCst);
-            if !release(waiter, Admission::Granted(Arc::clone(self))) {
+            if !release(waiter, Admission::Granted(Reserved(Some(Arc::clone(self))))) {
+                // The server is gone (the waiter and its place with it).
                 self.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
         }
@@ -421,14 +430,14 @@ impl Bulkhead {
             let mut queue = self.lock_queue();
             let (gone, kept) = std::mem::take(&mut *queue)
                 .into_iter()
-                .partition(|w| now >= w.deadline.min(w.since.saturating_add(wait)));
+                .partition(|w| now > w.deadline.min(w.since.saturating_add(wait)));
             *queue = kept;
             self.waiting.store(queue.len(), Ordering::SeqCst);
             gone
         };
         for waiter in expired {
             self.refused.fetch_add(1, Ordering::Relaxed);
-            let why = if now >= waiter.deadline {
+            let why = if now > waiter.deadline {
                 "the request waited past its deadline"
             } else {
                 "the plugin is at its concurrency limit"
@@ -439,8 +448,11 @@ impl Bulkhead {
 
     /// Drops every waiting request (the server has stopped).
     pub(crate) fn clear(&self) {
-        let dropped = std::mem::take(&mut *self.lock_queue());
-        self.waiting.store(0, Ordering::SeqCst);
+        let dropped = {
+            let mut queue = self.lock_queue();
+            self.waiting.store(0, Ordering::SeqCst);
+            std::mem::take(&mut *queue)
+        };
         drop(dropped);
     }
 
@@ -471,11 +483,37 @@ impl Bulkhead {
 /// is gone.
 fn release(waiter: Waiter, admission: Admission) -> bool {
     let Some(shared) = waiter.shared.upgrade() else {
+        if let Admission::Granted(mut place) = admission {
+            // The caller gives the place back.
+            place.take();
+        }
         return false;
     };
     waiter.slot.conn().admission = admission;
     shared.queue.push(waiter.slot);
     true
+}
+
+impl Reserved {
+    /// The bulkhead, for a request that takes the place (it is not given back on drop).
+    fn take(&mut self) -> Option<Arc<Bulkhead>> {
+        self.0.take()
+    }
+
+    /// The deadline of a request received at `received`, in this place's bulkhead.
+    pub(crate) fn deadline(&self, received: u64, default: Duration) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(received, |b| b.deadline(received, default))
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some(bulkhead) = self.0.take() {
+            bulkhead.exit();
+        }
+    }
 }
 
 impl Drop for Permit<'_> {
@@ -494,6 +532,7 @@ impl<'a> Call<'a> {
             respond,
             gate: None,
             declined: None,
+            responded: false,
         }
     }
 
@@ -502,13 +541,15 @@ impl<'a> Call<'a> {
             respond,
             gate: Some(gate),
             declined: None,
+            responded: false,
         }
     }
 
     /// Answers the request. Only the first answer counts, and none once the call ran past its
-    /// deadline (the client was answered `504` already).
+    /// deadline (the client was answered `504` already) or after [`enter`](Self::enter) said no.
     pub fn respond(&mut self, response: ResponseView<'_>) {
-        if self.gate.as_ref().is_none_or(|g| g.record.is_running()) {
+        if self.declined.is_none() && self.gate.as_ref().is_none_or(|g| g.record.is_running()) {
+            self.responded = true;
             (self.respond)(response);
         }
     }
@@ -528,17 +569,21 @@ impl<'a> Call<'a> {
         let Some(gate) = self.gate.as_mut() else {
             return Some(Permit { held: None });
         };
+        if self.responded || self.declined.is_some() {
+            // Answered already, or told no: there is nothing left to limit.
+            return Some(Permit { held: None });
+        }
         let deadline = bulkhead.deadline(gate.received, gate.default_timeout);
+        // A place reserved in another bulkhead (the routes changed while it waited) is given
+        // back when `granted` drops.
         let granted = match gate.granted.take() {
-            Some(g) if Arc::ptr_eq(&g, bulkhead) => true,
-            Some(other) => {
-                other.exit();
-                false
+            Some(mut place) if place.0.as_ref().is_some_and(|b| Arc::ptr_eq(b, bulkhead)) => {
+                place.take().is_some()
             }
-            None => false,
+            _ => false,
         };
         if granted {
-            let declined = if gate.now >= deadline {
+            let declined = if gate.now > deadline {
                 Some(Declined::Expired)
             } else if peer_gone(gate.fd) {
                 Some(Declined::Gone)
@@ -550,7 +595,7 @@ impl<'a> Call<'a> {
                 self.declined = Some(declined);
                 return None;
             }
-        } else if gate.now >= deadline {
+        } else if gate.now > deadline {
             self.declined = Some(Declined::Expired);
             return None;
         } else if !bulkhead.try_enter(gate.shared, gate.now) {
@@ -564,17 +609,17 @@ impl<'a> Call<'a> {
         })
     }
 
-    /// Server: why the handler did not run, if it did not; gives back a reserved place it did not
-    /// use.
-    pub(crate) fn finish(mut self) -> Option<Declined> {
-        if let Some(granted) = self.gate.as_mut().and_then(|g| g.granted.take()) {
-            granted.exit();
-        }
+    /// Server: why the handler did not run, if it did not (a reserved place it did not use is
+    /// given back as the call drops).
+    pub(crate) fn finish(self) -> Option<Declined> {
         self.declined
     }
 }
 
-/// Whether the peer closed or reset the connection, without taking any byte it sent.
+/// Whether the peer closed or reset the connection, without taking any byte it sent. A client
+/// that closed its sending side while its request waited counts as gone, as nginx takes it (its
+/// 499): an HTTP client that half-closes and still waits for an answer is rare, and the request
+/// it abandoned would hold a place for nothing.
 fn peer_gone(fd: RawFd) -> bool {
     let mut byte = 0u8;
     // SAFETY: `fd` is the connection's socket, open for the whole call (its `Conn` is borrowed by

@@ -9,12 +9,12 @@
 //!                     |
 //!                  claim (watchdog: past the deadline)
 //!                     v
-//!                  Claimed --written_off--> Lost { replaced }
+//!                  Claimed --written_off--> Lost --end--> Idle
 //! ```
 //! While a record is `Claimed`, the worker cannot leave the call ([`Record::end`] waits), so the
 //! socket and the request bytes the record points to stay as they are while the watchdog answers
 //! the client with a `504`. Once `Lost`, the connection belongs to no one: the worker drops it when
-//! the handler returns, and its thread exits if a replacement was started for it.
+//! the handler returns, and `workers.rs` decides whether its thread serves on or exits.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -23,8 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU64, A
 const IDLE: u8 = 0;
 const RUNNING: u8 = 1;
 const CLAIMED: u8 = 2;
-const LOST_REPLACED: u8 = 3;
-const LOST_ALONE: u8 = 4;
+const LOST: u8 = 3;
 
 /// One worker's current handler call. Cache-line aligned: only its worker writes it per request.
 #[repr(align(64))]
@@ -69,9 +68,9 @@ pub(crate) struct Call<'a> {
 pub(crate) enum Ended {
     /// In time: the worker answers.
     InTime,
-    /// Past its deadline: the client was answered without it. `replaced`: another thread took
-    /// this worker's place, so this one exits. `bulkhead`: the one it ran in (id, 0 for none).
-    Lost { replaced: bool, bulkhead: usize },
+    /// Past its deadline: the client was answered without it. `bulkhead`: the one it ran in (id,
+    /// 0 for none).
+    Lost { bulkhead: usize },
 }
 
 /// A call the watchdog claimed, as it reads it.
@@ -124,19 +123,16 @@ impl Record {
             Ok(_) => Ended::InTime,
             Err(_) => loop {
                 match self.state.load(Acquire) {
-                    LOST_REPLACED => break self.reset(true),
-                    LOST_ALONE => break self.reset(false),
-                    // Claimed: the watchdog is writing the 504; it takes microseconds.
+                    LOST => {
+                        let bulkhead = self.lost_in.load(Relaxed);
+                        self.state.store(IDLE, Release);
+                        break Ended::Lost { bulkhead };
+                    }
+                    // Claimed: the watchdog is writing the 504, a few system calls.
                     _ => std::thread::yield_now(),
                 }
             },
         }
-    }
-
-    fn reset(&self, replaced: bool) -> Ended {
-        let bulkhead = self.lost_in.load(Relaxed);
-        self.state.store(IDLE, Release);
-        Ended::Lost { replaced, bulkhead }
     }
 
     /// Whether a call is running and not yet written off.
@@ -151,7 +147,7 @@ impl Record {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        matches!(self.state.load(Acquire), LOST_REPLACED | LOST_ALONE).then_some(what)
+        (self.state.load(Acquire) == LOST).then_some(what)
     }
 
     /// Whether its thread is inside a handler, in time or not.
@@ -159,9 +155,10 @@ impl Record {
         self.state.load(Acquire) != IDLE
     }
 
-    /// Watchdog: when the running call began and its deadline; `None` when idle.
+    /// When the call began, its deadline and its bulkhead; `None` when idle. A call written off
+    /// shows too: it still holds its place in its bulkhead.
     pub fn peek(&self) -> Option<(u64, u64, usize)> {
-        if self.state.load(Acquire) != RUNNING {
+        if self.state.load(Acquire) == IDLE {
             return None;
         }
         let read = (
@@ -174,12 +171,18 @@ impl Record {
         Some(read)
     }
 
-    /// Watchdog: takes the running call over, so that the worker cannot leave it until
-    /// [`written_off`](Self::written_off). `None` if it ended meanwhile.
-    pub fn claim(&self) -> Option<Claimed> {
+    /// Watchdog: takes over the running call if it is past its deadline at `now` (`None` for
+    /// never), so that the worker cannot leave it until [`written_off`](Self::written_off).
+    /// `None` if it is in time, or ended meanwhile.
+    pub fn claim(&self, now: Option<u64>) -> Option<Claimed> {
         self.state
             .compare_exchange(RUNNING, CLAIMED, AcqRel, Acquire)
             .ok()?;
+        // The call peeked at may have ended and another begun since: judge the one claimed.
+        if now.is_some_and(|now| now <= self.deadline.load(Relaxed)) {
+            self.state.store(RUNNING, Release);
+            return None;
+        }
         let text = |slot: &(AtomicPtr<u8>, AtomicUsize)| {
             let (ptr, len) = (slot.0.load(Relaxed), slot.1.load(Relaxed));
             // SAFETY: `begin` stored a pointer and length of a `str` that its caller keeps alive
@@ -200,12 +203,11 @@ impl Record {
     }
 
     /// Watchdog: done with a claimed call, which ran in `bulkhead` (id) and was `what`; the worker,
-    /// when its handler returns, drops the connection and exits if `replaced`.
-    pub fn written_off(&self, replaced: bool, bulkhead: usize, what: String) {
+    /// when its handler returns, drops the connection.
+    pub fn written_off(&self, bulkhead: usize, what: String) {
         *self.lost_what.lock().unwrap_or_else(|e| e.into_inner()) = what;
         self.lost_in.store(bulkhead, Relaxed);
-        let state = if replaced { LOST_REPLACED } else { LOST_ALONE };
-        self.state.store(state, Release);
+        self.state.store(LOST, Release);
     }
 }
 
@@ -234,34 +236,43 @@ mod tests {
         assert_eq!(r.peek(), Some((5, 10, 0)));
         r.enter(2, 20);
         assert_eq!(r.peek(), Some((5, 20, 2)));
+        assert!(r.claim(Some(20)).is_none(), "in time");
+        assert!(r.is_running(), "a claim in time gives the call back");
         assert_eq!(r.end(), Ended::InTime);
-        assert!(r.claim().is_none(), "an ended call cannot be claimed");
+        assert!(r.claim(None).is_none(), "an ended call cannot be claimed");
     }
 
     #[test]
     fn a_claimed_call_ends_lost_once_written_off() {
         let r = std::sync::Arc::new(Record::default());
         r.begin(&call("HEAD", "/slow?x=1"));
-        let claimed = r.claim().expect("running");
+        let claimed = r.claim(Some(11)).expect("past its deadline");
         assert_eq!(claimed.request, "HEAD /slow?x=1");
         assert!(claimed.head && claimed.clean);
         assert_eq!((claimed.fd, claimed.token), (7, 3));
-        assert!(r.claim().is_none(), "claimed once");
+        assert!(r.claim(None).is_none(), "claimed once");
         let worker = {
             let r = std::sync::Arc::clone(&r);
             std::thread::spawn(move || r.end())
         };
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert!(!worker.is_finished(), "end waits while the call is claimed");
-        r.written_off(true, 4, "GET /x".into());
-        assert_eq!(r.lost_what().as_deref(), Some("GET /x"));
-        assert_eq!(
-            worker.join().unwrap(),
-            Ended::Lost {
-                replaced: true,
-                bulkhead: 4
-            }
-        );
+        r.written_off(4, "GET /x".into());
+        assert_eq!(worker.join().unwrap(), Ended::Lost { bulkhead: 4 });
         assert_eq!(r.peek(), None);
+    }
+
+    #[test]
+    fn a_call_written_off_still_shows_until_its_handler_returns() {
+        let r = Record::default();
+        r.begin(&call("GET", "/x"));
+        r.enter(2, 10);
+        r.claim(Some(11)).expect("past its deadline");
+        r.written_off(2, "plugin slow: GET /x".into());
+        assert_eq!(r.lost_what().as_deref(), Some("plugin slow: GET /x"));
+        assert_eq!(r.peek(), Some((5, 10, 2)), "it still holds its place");
+        assert!(r.is_busy() && !r.is_running());
+        assert_eq!(r.end(), Ended::Lost { bulkhead: 2 });
+        assert_eq!(r.lost_what(), None);
     }
 }

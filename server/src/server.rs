@@ -362,8 +362,7 @@ fn still_running(shared: &Shared, stuck: &[Arc<crate::running::Record>]) -> io::
     let now = shared.clock.now();
     let mut unanswered = Vec::new();
     for record in stuck {
-        // Claimed for good: the process is about to go on without this thread.
-        let Some(call) = record.claim() else {
+        let Some(call) = record.claim(None) else {
             let what = record.lost_what().unwrap_or_else(|| "a handler".into());
             tracing::warn!(
                 "shutdown: {what} is still running after it was written off; stopping without it"
@@ -383,6 +382,8 @@ fn still_running(shared: &Shared, stuck: &[Arc<crate::running::Record>]) -> io::
             "plugin {plugin}: {} (running for {ran_ms} ms)",
             call.request
         ));
+        // Should the handler ever return, its worker drops the connection and ends.
+        record.written_off(call.bulkhead, String::new());
     }
     if unanswered.is_empty() {
         return Ok(());
@@ -432,7 +433,12 @@ impl Shared {
             closed.len() == 1
         };
         if first && let Err(e) = self.control.send(ControlMsg::Closed(token)) {
-            tracing::error!(error = %e, "control channel failed");
+            // After shutdown the loop is gone, and nothing needs the count any more.
+            if self.draining.load(Ordering::Acquire) {
+                tracing::debug!(error = %e, "control channel closed");
+            } else {
+                tracing::error!(error = %e, "control channel failed");
+            }
         }
     }
 

@@ -74,40 +74,51 @@ fn watch(shared: &Arc<Shared>, stop: &(Mutex<bool>, Condvar)) {
                 return;
             }
         }
-        let now = shared.clock.now();
-        let limits = shared.limits.load();
-        for record in shared.workers.records().iter() {
-            let Some((started, deadline, bulkhead)) = record.peek() else {
-                continue;
-            };
-            if now >= started + BORROW_MS
-                && let Some(b) = shared.bulkheads.by_id(bulkhead)
-            {
-                b.saw_slow();
-            }
-            if now >= deadline
-                && let Some(claimed) = record.claim()
-            {
-                time_out(shared, record, claimed, now, date.now());
-            }
+        // A bug here must not end the watchdog: every deadline depends on it.
+        let tick = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tick(shared, &mut date, &mut last_exhausted_log);
+        }));
+        if tick.is_err() {
+            tracing::error!("the watchdog's tick panicked; it goes on");
         }
-        for bulkhead in shared.bulkheads.all() {
-            bulkhead.expire(now, limits.queue_timeout);
+    }
+}
+
+/// One look at every worker and bulkhead.
+fn tick(shared: &Arc<Shared>, date: &mut DateCache, last_exhausted_log: &mut Option<u64>) {
+    let now = shared.clock.now();
+    let limits = shared.limits.load();
+    for record in shared.workers.records().iter() {
+        let Some((started, deadline, bulkhead)) = record.peek() else {
+            continue;
+        };
+        if now >= started + BORROW_MS
+            && let Some(b) = shared.bulkheads.by_id(bulkhead)
+        {
+            b.saw_slow();
         }
-        if shared.workers.exhausted() {
-            if last_exhausted_log.is_none_or(|t| now >= t + EXHAUSTED_LOG_MS) {
-                last_exhausted_log = Some(now);
-                tracing::error!(
-                    stuck = shared.workers.lost(),
-                    max_lost_workers = shared.max_lost_workers(),
-                    workers = shared.workers_wanted,
-                    "more worker threads are stuck in handlers past their deadline than may be \
-                     replaced: the pool is short of them until the process is replaced"
-                );
-            }
-        } else {
-            last_exhausted_log = None;
+        if now > deadline
+            && let Some(claimed) = record.claim(Some(now))
+        {
+            time_out(shared, record, claimed, now, date.now());
         }
+    }
+    for bulkhead in shared.bulkheads.all() {
+        bulkhead.expire(now, limits.queue_timeout);
+    }
+    if shared.workers.exhausted() {
+        if last_exhausted_log.is_none_or(|t| now >= t + EXHAUSTED_LOG_MS) {
+            *last_exhausted_log = Some(now);
+            tracing::error!(
+                stuck = shared.workers.lost(),
+                max_lost_workers = shared.max_lost_workers(),
+                workers = shared.workers_wanted,
+                "more worker threads are stuck in handlers past their deadline than may be \
+                 replaced: the pool is short of them until the process is replaced"
+            );
+        }
+    } else {
+        *last_exhausted_log = None;
     }
 }
 
@@ -124,12 +135,14 @@ fn time_out(shared: &Arc<Shared>, record: &Record, call: Claimed, now: u64, date
     }
     shared.report_closed(call.token);
     let bulkhead = shared.bulkheads.by_id(call.bulkhead);
+    let name = bulkhead.as_ref().map_or("-", |b| b.name());
+    // Let the worker go first: it must not wait on the spawn and the log line below.
+    record.written_off(call.bulkhead, format!("plugin {name}: {}", call.request));
     if let Some(b) = &bulkhead {
         b.count_lost(true);
     }
     let max = shared.max_lost_workers();
     let replaced = shared.workers.lose(shared, max);
-    let name = bulkhead.as_ref().map_or("-", |b| b.name());
     tracing::error!(
         plugin = name,
         request = %call.request,
@@ -141,8 +154,6 @@ fn time_out(shared: &Arc<Shared>, record: &Record, call: Claimed, now: u64, date
         "a handler ran past its deadline: its client was answered without it, and its worker \
          thread is written off"
     );
-    let what = format!("plugin {name}: {}", call.request);
-    record.written_off(replaced, call.bulkhead, what);
 }
 
 /// Writes the `504` in one non-blocking send; whether all of it went.

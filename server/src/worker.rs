@@ -63,9 +63,9 @@ enum Next {
     Close,
     /// Its next request waits for a place in this bulkhead, until this deadline.
     Park(Arc<Bulkhead>, u64),
-    /// A handler ran past its deadline and the watchdog answered for it: drop the connection
-    /// without a word, and end this thread if it was `replaced`.
-    Lost { replaced: bool },
+    /// A handler ran past its deadline (in this bulkhead, by id) and the watchdog answered for
+    /// it: drop the connection without a word.
+    Lost { bulkhead: usize },
 }
 
 /// How processing the buffered requests ended.
@@ -79,7 +79,7 @@ enum Step {
     /// The next request waits for a place in this bulkhead (the output is written first).
     Park(Arc<Bulkhead>, u64),
     /// See [`Next::Lost`].
-    Lost { replaced: bool },
+    Lost { bulkhead: usize },
 }
 
 /// How a request was answered.
@@ -91,7 +91,7 @@ enum Answer {
     /// Its client left while it waited: close.
     Gone,
     /// See [`Next::Lost`].
-    Lost { replaced: bool },
+    Lost { bulkhead: usize },
 }
 
 impl Worker {
@@ -111,7 +111,8 @@ impl Worker {
     /// and replaced.
     pub fn run(mut self) {
         let shared = Arc::clone(&self.shared);
-        let record = Arc::clone(&self.record);
+        // However this thread ends (a panic outside a turn too), the pool learns of it.
+        let _exit = Exit(Arc::clone(&shared), Arc::clone(&self.record));
         'serving: while let Some(slot) = shared.queue.pop() {
             // Requests already there when the loop queued it were received then.
             let mut arrived = slot.begin();
@@ -149,11 +150,15 @@ impl Worker {
                             break;
                         }
                     }
-                    Next::Lost { replaced } => {
+                    Next::Lost { bulkhead } => {
                         // The watchdog answered the client and told the loop to forget it.
                         *conn = Conn::closed(conn.token, conn.peer);
                         drop(conn);
-                        if replaced {
+                        if let Some(b) = shared.bulkheads.by_id(bulkhead) {
+                            b.count_lost(false);
+                        }
+                        if shared.workers.found(&shared, shared.max_lost_workers()) {
+                            // The pool is full without this thread.
                             break 'serving;
                         }
                         break;
@@ -161,7 +166,6 @@ impl Worker {
                 }
             }
         }
-        shared.workers.exit(&record);
     }
 
     /// Parks a connection in a full bulkhead's queue; `false` when the queue is full too, and the
@@ -237,9 +241,9 @@ impl Worker {
         let (mut eof, mut drained) = (false, false);
         loop {
             let step = self.process(shared, limits, conn, buf, times);
-            if let Step::Lost { replaced } = step {
+            if let Step::Lost { bulkhead } = step {
                 self.out.clear();
-                return Next::Lost { replaced };
+                return Next::Lost { bulkhead };
             }
             let close = match step {
                 Step::Close { linger: true } => {
@@ -476,15 +480,19 @@ impl Worker {
         let draining = || shared.draining.load(Ordering::Acquire);
         let head_only = head.method == "HEAD";
         let received = conn.request_started;
-        let deadline = shared.clock.after(received, limits.handler_timeout);
         let granted = match std::mem::take(&mut conn.admission) {
             Admission::Refused(why) => return self.refuse(head, why, draining()),
-            Admission::Granted(bulkhead) => Some(bulkhead),
+            Admission::Granted(place) => Some(place),
             Admission::Open => None,
+        };
+        // A request that waited in its bulkhead runs under that bulkhead's deadline.
+        let deadline = match &granted {
+            Some(place) => place.deadline(received, limits.handler_timeout),
+            None => shared.clock.after(received, limits.handler_timeout),
         };
         // Queued time counts: the server-wide deadline bounds the wait for a worker (a bulkhead's
         // own deadline is checked when the request enters it).
-        if granted.is_none() && now >= deadline {
+        if granted.is_none() && now > deadline {
             return self.refuse(head, "the request waited past its deadline", draining());
         }
         let Some(fd) = conn.stream.as_ref().map(|s| s.as_raw_fd()) else {
@@ -544,12 +552,8 @@ impl Worker {
             }
             call.finish()
         };
-        if let Ended::Lost { replaced, bulkhead } = record.end() {
-            shared.workers.found(shared.max_lost_workers());
-            if let Some(b) = shared.bulkheads.by_id(bulkhead) {
-                b.count_lost(false);
-            }
-            return Answer::Lost { replaced };
+        if let Ended::Lost { bulkhead } = record.end() {
+            return Answer::Lost { bulkhead };
         }
         match declined {
             Some(Declined::Busy(bulkhead, deadline)) => return Answer::Park(bulkhead, deadline),
@@ -713,11 +717,20 @@ fn linger(conn: &mut Conn, now: u64) -> Next {
     }
 }
 
+/// Tells the pool that a worker thread ends, when dropped.
+struct Exit(Arc<Shared>, Arc<Record>);
+
+impl Drop for Exit {
+    fn drop(&mut self) {
+        self.0.workers.exit(&self.1);
+    }
+}
+
 /// What `process` returns for a request that was not answered.
 fn unsent(answer: Answer) -> Step {
     match answer {
         Answer::Park(bulkhead, deadline) => Step::Park(bulkhead, deadline),
-        Answer::Lost { replaced } => Step::Lost { replaced },
+        Answer::Lost { bulkhead } => Step::Lost { bulkhead },
         Answer::Gone | Answer::Sent { .. } => Step::Close { linger: false },
     }
 }

@@ -5,8 +5,8 @@
 //! A thread stuck in a handler cannot be killed, only forgotten: the watchdog starts another in
 //! its place, up to `max_lost_workers` stuck at once, so the pool keeps its size. Past that the
 //! pool shrinks, an error is logged once a minute, and [`ServerStats::needs_replacement`] tells a
-//! supervisor to replace the process. A stuck thread whose handler returns at last exits if it was
-//! replaced, and serves again if it was not.
+//! supervisor to replace the process. A stuck thread whose handler returns at last serves again
+//! if the pool is short, and exits if it is full; when threads come back the pool is topped up.
 //!
 //! [`ServerStats::needs_replacement`]: crate::ServerStats::needs_replacement
 
@@ -28,15 +28,28 @@ pub(crate) struct Workers {
     /// One record per live thread, replaced whole when a thread starts or exits; the watchdog and
     /// the bulkheads read it without a lock.
     records: ArcSwap<Vec<Arc<Record>>>,
-    /// Threads running now, for shutdown to wait on.
-    live: Mutex<usize>,
+    /// Threads alive and threads stuck, changed together (rarely: start, exit, write-off).
+    counts: Mutex<Counts>,
     exited: Condvar,
-    /// Threads written off and still stuck.
-    lost: AtomicUsize,
-    /// More are stuck than `max_lost_workers`.
+    /// More threads are stuck than `max_lost_workers` (a copy of what `counts` says).
     exhausted: AtomicBool,
+    /// Threads stuck now (a copy of `counts.lost`, for the statistics).
+    lost: AtomicUsize,
     /// Names threads `worker-N`.
     next: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Counts {
+    live: usize,
+    lost: usize,
+}
+
+impl Counts {
+    /// Threads that can take work.
+    fn serving(&self) -> usize {
+        self.live - self.lost
+    }
 }
 
 impl Workers {
@@ -50,6 +63,10 @@ impl Workers {
     /// # Errors
     /// The thread cannot be created.
     pub fn spawn(&self, shared: &Arc<Shared>) -> io::Result<()> {
+        self.spawn_counted(shared, &mut self.lock_counts())
+    }
+
+    fn spawn_counted(&self, shared: &Arc<Shared>, counts: &mut Counts) -> io::Result<()> {
         let record = Arc::new(Record::default());
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let worker = Worker::new(Arc::clone(shared), Arc::clone(&record));
@@ -58,52 +75,77 @@ impl Workers {
             list.push(Arc::clone(&record));
             list
         });
-        *self.lock_live() += 1;
         let spawned = thread::Builder::new()
             .name(format!("worker-{n}"))
             .spawn(move || worker.run());
-        if let Err(e) = spawned {
-            self.exit(&record);
-            return Err(e);
+        match spawned {
+            Ok(_) => {
+                counts.live += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.forget(&record);
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     /// A thread is about to return: forget its record.
     pub fn exit(&self, record: &Arc<Record>) {
+        self.forget(record);
+        let mut counts = self.lock_counts();
+        counts.live -= 1;
+        self.exited.notify_all();
+    }
+
+    fn forget(&self, record: &Arc<Record>) {
         self.records.rcu(|list| {
             let mut list = Vec::clone(list);
             list.retain(|r| !Arc::ptr_eq(r, record));
             list
         });
-        let mut live = self.lock_live();
-        *live -= 1;
-        self.exited.notify_all();
     }
 
-    /// Watchdog: one more thread is stuck. Returns whether a replacement was started (while at
-    /// most `max` are stuck).
+    /// Watchdog: one more thread is stuck. Starts a replacement while at most `max` are stuck;
+    /// returns whether it did.
     pub fn lose(&self, shared: &Arc<Shared>, max: usize) -> bool {
-        let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
-        if lost > max {
-            self.exhausted.store(true, Ordering::Relaxed);
-            return false;
-        }
-        match self.spawn(shared) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start a worker to replace a stuck one");
-                false
-            }
-        }
+        let mut counts = self.lock_counts();
+        counts.lost += 1;
+        let replaced = self.top_up(shared, &mut counts, max);
+        self.publish(&counts, max);
+        replaced
     }
 
-    /// A stuck thread's handler returned.
-    pub fn found(&self, max: usize) {
-        let lost = self.lost.fetch_sub(1, Ordering::Relaxed) - 1;
-        if lost <= max {
-            self.exhausted.store(false, Ordering::Relaxed);
+    /// A stuck thread's handler returned. Returns whether that thread should exit (the pool is
+    /// full without it); otherwise it serves again.
+    pub fn found(&self, shared: &Arc<Shared>, max: usize) -> bool {
+        let mut counts = self.lock_counts();
+        counts.lost -= 1;
+        let exit = counts.serving() > shared.workers_wanted;
+        if !exit {
+            // Threads stuck past the bound were not replaced; now that fewer are, they can be.
+            self.top_up(shared, &mut counts, max);
         }
+        self.publish(&counts, max);
+        exit
+    }
+
+    /// Starts threads until the pool has its size, while at most `max` are stuck.
+    fn top_up(&self, shared: &Arc<Shared>, counts: &mut Counts, max: usize) -> bool {
+        let mut started = false;
+        while counts.lost <= max && counts.serving() < shared.workers_wanted {
+            if let Err(e) = self.spawn_counted(shared, counts) {
+                tracing::error!(error = %e, "cannot start a worker to replace a stuck one");
+                break;
+            }
+            started = true;
+        }
+        started
+    }
+
+    fn publish(&self, counts: &Counts, max: usize) {
+        self.lost.store(counts.lost, Ordering::Relaxed);
+        self.exhausted.store(counts.lost > max, Ordering::Relaxed);
     }
 
     /// Threads stuck now.
@@ -120,21 +162,21 @@ impl Workers {
     /// returns the records of those still in one (in time, or written off).
     pub fn wait_stopped(&self, grace: Duration) -> Vec<Arc<Record>> {
         let until = Instant::now() + grace;
-        let mut live = self.lock_live();
+        let mut counts = self.lock_counts();
         loop {
             let in_handlers = self.records().iter().filter(|r| r.is_busy()).count();
             let now = Instant::now();
-            if *live <= in_handlers || now >= until {
+            if counts.live <= in_handlers || now >= until {
                 break;
             }
             let wait = (until - now).min(Duration::from_millis(10));
-            live = self
+            counts = self
                 .exited
-                .wait_timeout(live, wait)
+                .wait_timeout(counts, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        drop(live);
+        drop(counts);
         self.records()
             .iter()
             .filter(|r| r.is_busy())
@@ -142,7 +184,7 @@ impl Workers {
             .collect()
     }
 
-    fn lock_live(&self) -> std::sync::MutexGuard<'_, usize> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -19,6 +19,7 @@ mod channel;
 mod child;
 mod link;
 mod quarantine;
+mod replace;
 mod restart;
 mod status;
 
@@ -118,6 +119,8 @@ struct Slot {
     failures: u32,
     /// The line about the death of the previous process, logged once the replacement serves.
     report: Option<(String, Instant)>,
+    /// The process this number's current one replaces, until it has drained (`replace.rs`).
+    retiring: Option<replace::Retiring>,
 }
 
 enum State {
@@ -171,6 +174,7 @@ impl Supervisor {
                 restarts: 0,
                 failures: 0,
                 report: None,
+                retiring: None,
             })
             .collect();
         let quarantine = Quarantine::new(config.quarantine_after, config.quarantine_window);
@@ -209,6 +213,7 @@ impl Supervisor {
                 }
             }
             self.reap();
+            self.reap_retiring();
             self.start_due();
             self.answer_asks();
             if let Some(ended) = self.check_drain() {
@@ -287,6 +292,7 @@ impl Supervisor {
             outcome: Ended::Clean,
         };
         self.listener = None;
+        self.drain_retiring();
         for slot in &mut self.slots {
             if let Some((line, _)) = slot.report.take() {
                 tracing::error!("{line}; not replaced: shutting down");
@@ -303,7 +309,8 @@ impl Supervisor {
         let Phase::Draining { deadline, outcome } = &mut self.phase else {
             return None;
         };
-        if Instant::now() >= *deadline {
+        let past = Instant::now() >= *deadline;
+        if past {
             for slot in &mut self.slots {
                 let State::Running(process) = &mut slot.state else {
                     continue;
@@ -332,8 +339,20 @@ impl Supervisor {
                 *outcome = Ended::Unfinished;
             }
         }
-        let done = self.slots.iter().all(|s| matches!(s.state, State::Stopped));
-        done.then_some(*outcome)
+        if past
+            && self.kill_retiring()
+            && let Phase::Draining { outcome, .. } = &mut self.phase
+        {
+            *outcome = Ended::Unfinished;
+        }
+        let Phase::Draining { outcome, .. } = self.phase else {
+            return None;
+        };
+        let done = self
+            .slots
+            .iter()
+            .all(|s| matches!(s.state, State::Stopped) && s.retiring.is_none());
+        done.then_some(outcome)
     }
 
     /// Reads every message a process sent.
@@ -350,8 +369,12 @@ impl Supervisor {
             match channel::decode::<Up>(&self.buf[..n]) {
                 Some(Up::Ready) => self.ready(i),
                 Some(Up::Status { seq, snapshot }) => {
+                    let exhausted = snapshot.server.needs_replacement;
                     if let State::Running(process) = &mut self.slots[i].state {
                         process.last = Some(snapshot);
+                    }
+                    if exhausted {
+                        self.replace(i);
                     }
                     for ask in &mut self.asks {
                         if seq >= ask.seq {
@@ -379,6 +402,7 @@ impl Supervisor {
         if let Some((line, since)) = slot.report.take() {
             tracing::error!("{line}; replaced in {} ms", since.elapsed().as_millis());
         }
+        self.retire_replaced(i);
         if matches!(self.phase, Phase::Starting) {
             self.phase = Phase::Serving;
             tracing::info!(

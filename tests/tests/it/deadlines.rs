@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use integration_tests::{Client, HostProcess, get};
 
+const WAIT: Duration = Duration::from_secs(30);
+
 /// How many sleep and hang calls the `slow` plugin has begun (it logs each).
 fn calls(host: &HostProcess) -> usize {
     host.log()
@@ -177,4 +179,28 @@ fn sigterm_with_a_hung_handler_exits_within_the_drain_timeout() {
         line.contains("slow") && line.contains("GET /slow/hang"),
         "{line}"
     );
+}
+
+#[test]
+fn a_process_with_more_stuck_workers_than_it_may_replace_is_replaced_gracefully() {
+    let config =
+        "[limits]\nmax_lost_workers = 0\n[limits.plugins.slow]\nhandler_timeout_ms = 300\n";
+    let host = HostProcess::start(&["libhello.so", "libslow.so"], config);
+    let first = host.pids();
+    assert_eq!(host.connect().get("/slow/hang").status, 504);
+    host.wait_for_log(
+        "more workers stuck in plugin code than it may replace",
+        WAIT,
+    );
+    host.wait_for_log("replaced: draining", WAIT);
+    let line = host.wait_for_log("replaced, exited", WAIT);
+    assert!(line.contains("exit status: 0"), "{line}");
+    assert_eq!(host.connect().get("/hello").status, 200);
+    let now = host.pids();
+    assert_eq!(
+        now.len(),
+        first.len(),
+        "one server process, as before: {now:?}"
+    );
+    assert_ne!(now, first, "a new server process serves");
 }

@@ -1,201 +1,13 @@
-//! The admin listener (`[admin] listen` in `config.toml`, off by default): `/metrics` in the
-//! Prometheus text format, `/status` as JSON, and `/` as a small HTML page that shows the
-//! processes, the plugins, their generations and counters at a glance.
-//!
-//! The supervisor serves it, with one worker of its own, so it shares nothing with the hot path.
-//! Each server process describes itself in a [`Snapshot`] (sent over the supervisor's channel);
-//! the supervisor adds them up, with what processes that ended had counted, into an [`Overview`].
+//! The admin pages, rendered from an [`Overview`]: `/metrics` (Prometheus text), `/status` (JSON)
+//! and `/` (HTML). What they show is gathered in `mod.rs`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use plugin_api::{Request, Response, ResponseBuilder};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::ServerStats;
-use crate::crash::Running;
-use crate::plugin::{LATENCY_BUCKETS_US, PluginCounts, Registry};
-
-/// One server process, described by itself.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// Its connection counters.
-    pub server: ServerStats,
-    /// Its plugins, by name.
-    pub plugins: Vec<PluginRow>,
-    /// Its threads inside plugin code now (the 32 longest).
-    pub running: Vec<Running>,
-    /// Its drain timeout in force, in milliseconds (it can be reloaded).
-    pub drain_timeout_ms: u64,
-}
-
-/// One plugin, as a process or the whole server sees it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PluginRow {
-    /// `/NAME`.
-    pub name: String,
-    /// The version of the generation serving, if one is.
-    pub version: Option<String>,
-    /// The generation serving, if one is.
-    pub generation: Option<u64>,
-    /// The SHA-256 of the file it was loaded from, hex.
-    pub sha256: Option<String>,
-    /// The file in the plugins folder.
-    pub file: Option<String>,
-    /// The prefixes it serves.
-    pub routes: Vec<String>,
-    /// Its counters.
-    pub counts: PluginCounts,
-    /// Server processes it crashed (filled in by the supervisor).
-    pub crashes: u64,
-    /// Left unloaded for crashing its processes.
-    pub quarantined: bool,
-}
-
-impl Snapshot {
-    /// What `registry` and the server's counters say now, with the drain timeout in force.
-    pub fn of(registry: &Registry, server: ServerStats, drain_timeout: Duration) -> Snapshot {
-        let plugins = registry
-            .plugins()
-            .into_iter()
-            .map(|p| {
-                let g = p.generation.as_ref();
-                PluginRow {
-                    version: g.map(|g| g.version.clone()),
-                    generation: g.map(|g| g.number),
-                    sha256: g.map(|g| g.sha256.clone()),
-                    file: p.file.as_ref().map(|f| f.display().to_string()),
-                    routes: p.routes,
-                    counts: p.counts,
-                    crashes: 0,
-                    quarantined: p.quarantined,
-                    name: p.name,
-                }
-            })
-            .collect();
-        Snapshot {
-            server,
-            plugins,
-            running: crate::crash::running(32),
-            drain_timeout_ms: drain_timeout.as_millis() as u64,
-        }
-    }
-}
-
-/// The whole server: every process, and the figures of them all added up.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Overview {
-    /// Connection counters, summed over the processes (counts of ended processes included).
-    pub server: ServerStats,
-    /// Plugins, by name, with counters summed the same way.
-    pub plugins: Vec<PluginRow>,
-    /// One row per server process.
-    pub processes: Vec<ProcessRow>,
-}
-
-/// One server process, as the supervisor sees it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ProcessRow {
-    /// Its number, from 1; a replacement keeps the number.
-    pub number: usize,
-    /// Its process id, while one runs.
-    pub pid: Option<u32>,
-    /// `starting`, `serving`, `restarting` or `stopping`.
-    pub state: String,
-    /// When the running one started, in seconds since the Unix epoch.
-    pub started: u64,
-    /// How many times it was replaced.
-    pub restarts: u64,
-    /// Its open connections now.
-    pub open_connections: usize,
-    /// Its threads inside plugin code now, longest first.
-    pub running: Vec<Running>,
-}
-
-/// Counters of the processes that ended, kept so that totals survive a restart.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Totals {
-    server: ServerStats,
-    plugins: BTreeMap<String, PluginCounts>,
-}
-
-impl Totals {
-    /// Adds the last snapshot of a process that ended. Gauges (open connections, queue depth)
-    /// are not kept: they ended with it.
-    pub fn retire(&mut self, last: &Snapshot) {
-        self.server.accepted_total += last.server.accepted_total;
-        self.server.refused_busy_total += last.server.refused_busy_total;
-        for p in &last.plugins {
-            add(self.plugins.entry(p.name.clone()).or_default(), &p.counts);
-        }
-    }
-}
-
-impl Overview {
-    /// The sum of `retired` and the `live` snapshots, with the processes' rows and the plugins'
-    /// crash counts and quarantine from the supervisor.
-    pub fn merge<'a>(
-        retired: &Totals,
-        live: impl IntoIterator<Item = &'a Snapshot>,
-        processes: Vec<ProcessRow>,
-        crashes: &BTreeMap<String, (u64, bool)>,
-    ) -> Overview {
-        let mut server = retired.server;
-        let mut plugins: BTreeMap<String, PluginRow> = BTreeMap::new();
-        for (name, counts) in &retired.plugins {
-            let row = plugins.entry(name.clone()).or_default();
-            row.name.clone_from(name);
-            add(&mut row.counts, counts);
-        }
-        for snapshot in live {
-            server.open_connections += snapshot.server.open_connections;
-            server.accepted_total += snapshot.server.accepted_total;
-            server.queue_depth += snapshot.server.queue_depth;
-            server.refused_busy_total += snapshot.server.refused_busy_total;
-            for p in &snapshot.plugins {
-                let row = plugins.entry(p.name.clone()).or_default();
-                let counts = std::mem::take(&mut row.counts);
-                if row.generation.is_none() {
-                    // The first live process that serves it tells what is loaded.
-                    *row = PluginRow {
-                        counts: PluginCounts::default(),
-                        ..p.clone()
-                    };
-                }
-                row.counts = counts;
-                add(&mut row.counts, &p.counts);
-            }
-        }
-        for (name, &(count, quarantined)) in crashes {
-            let row = plugins.entry(name.clone()).or_default();
-            row.name.clone_from(name);
-            row.crashes = count;
-            // A file of it is quarantined; it shows so while no process serves another file.
-            row.quarantined = quarantined && row.generation.is_none();
-        }
-        Overview {
-            server,
-            plugins: plugins.into_values().collect(),
-            processes,
-        }
-    }
-}
-
-fn add(sum: &mut PluginCounts, more: &PluginCounts) {
-    sum.requests += more.requests;
-    for (s, m) in sum.by_class.iter_mut().zip(more.by_class) {
-        *s += m;
-    }
-    sum.failures += more.failures;
-    for (s, m) in sum.latency.iter_mut().zip(more.latency) {
-        *s += m;
-    }
-    sum.latency_sum_us += more.latency_sum_us;
-    sum.reloads_ok += more.reloads_ok;
-    sum.reloads_failed += more.reloads_failed;
-}
+use super::Overview;
+use crate::plugin::LATENCY_BUCKETS_US;
 
 /// The admin handler; `overview` says how the server is doing now, or `None` when the supervisor
 /// cannot tell in time (the answer is then 503, never made-up zeros that a scraper would take
@@ -227,10 +39,10 @@ pub fn handler(
 }
 
 /// The Prometheus text exposition format (version 0.0.4).
-fn metrics(o: &Overview) -> String {
+pub(super) fn metrics(o: &Overview) -> String {
     let mut out = String::new();
     let stats = &o.server;
-    let server: [(&str, &str, &str, u64); 4] = [
+    let server: [(&str, &str, &str, u64); 5] = [
         (
             "open_connections",
             "gauge",
@@ -254,6 +66,12 @@ fn metrics(o: &Overview) -> String {
             "counter",
             "Connections refused for a full queue.",
             stats.refused_busy_total,
+        ),
+        (
+            "lost_workers",
+            "gauge",
+            "Worker threads stuck in a handler past its deadline.",
+            stats.lost_workers as u64,
         ),
     ];
     for (name, kind, help, value) in server {
@@ -284,7 +102,7 @@ fn metrics(o: &Overview) -> String {
             let _ = writeln!(out, "mah_{name}{{process=\"{}\"}} {value}", p.number);
         }
     }
-    let series: [(&str, &str, &str); 8] = [
+    let series: [(&str, &str, &str); 14] = [
         (
             "plugin_requests_total",
             "counter",
@@ -324,6 +142,36 @@ fn metrics(o: &Overview) -> String {
             "plugin_quarantined",
             "gauge",
             "1 while the plugin is left unloaded for crashing.",
+        ),
+        (
+            "plugin_in_flight",
+            "gauge",
+            "Calls of the plugin holding a worker now.",
+        ),
+        (
+            "plugin_queued",
+            "gauge",
+            "Requests waiting for a place under the plugin's concurrency limit.",
+        ),
+        (
+            "plugin_timeouts_total",
+            "counter",
+            "Calls past their deadline, answered 504.",
+        ),
+        (
+            "plugin_refused_total",
+            "counter",
+            "Requests answered 503 by the plugin's limit: queue full or waited too long.",
+        ),
+        (
+            "plugin_lost_workers",
+            "gauge",
+            "Worker threads still stuck in the plugin past a deadline.",
+        ),
+        (
+            "plugin_max_concurrency",
+            "gauge",
+            "The plugin's concurrency limit in one server process.",
         ),
     ];
     for (name, kind, help) in series {
@@ -372,8 +220,20 @@ fn metrics(o: &Overview) -> String {
                 "plugin_crashes_total" => {
                     let _ = writeln!(out, "mah_{name}{{{l}}} {}", p.crashes);
                 }
-                _ => {
+                "plugin_quarantined" => {
                     let _ = writeln!(out, "mah_{name}{{{l}}} {}", u8::from(p.quarantined));
+                }
+                _ => {
+                    let b = &p.bulkhead;
+                    let value = match name {
+                        "plugin_in_flight" => b.in_flight as u64,
+                        "plugin_queued" => b.queued as u64,
+                        "plugin_timeouts_total" => b.timed_out,
+                        "plugin_refused_total" => b.refused,
+                        "plugin_lost_workers" => b.lost_workers as u64,
+                        _ => b.max_concurrency as u64,
+                    };
+                    let _ = writeln!(out, "mah_{name}{{{l}}} {value}");
                 }
             }
         }
@@ -405,6 +265,12 @@ fn status(o: &Overview) -> serde_json::Value {
                 "reloads_failed": c.reloads_failed,
                 "crashes": p.crashes,
                 "quarantined": p.quarantined,
+                "in_flight": p.bulkhead.in_flight,
+                "queued": p.bulkhead.queued,
+                "timed_out": p.bulkhead.timed_out,
+                "refused": p.bulkhead.refused,
+                "lost_workers": p.bulkhead.lost_workers,
+                "max_concurrency": p.bulkhead.max_concurrency,
             })
         })
         .collect();
@@ -414,13 +280,15 @@ fn status(o: &Overview) -> serde_json::Value {
             "accepted_total": o.server.accepted_total,
             "queue_depth": o.server.queue_depth,
             "refused_busy_total": o.server.refused_busy_total,
+            "lost_workers": o.server.lost_workers,
+            "needs_replacement": o.server.needs_replacement,
         },
         "processes": o.processes,
         "plugins": plugins,
     })
 }
 
-fn page(o: &Overview) -> String {
+pub(super) fn page(o: &Overview) -> String {
     let mut processes = String::new();
     for p in &o.processes {
         let _ = writeln!(
@@ -445,13 +313,19 @@ fn page(o: &Overview) -> String {
         let _ = writeln!(
             rows,
             "<tr class=\"{cls}\"><td>{name}</td><td>{state}</td><td>{version}</td><td>{generation}</td>\
-             <td>{routes}</td><td>{requests}</td><td>{errors}</td><td>{panics}</td><td>{crashes}</td>\
+             <td>{routes}</td><td>{requests}</td><td>{in_flight} / {limit}</td><td>{queued}</td>\
+             <td>{timed_out}</td><td>{refused}</td><td>{errors}</td><td>{panics}</td><td>{crashes}</td>\
              <td>{ok} ok / {failed} failed</td></tr>",
             name = escape(&p.name),
             version = escape(p.version.as_deref().unwrap_or("-")),
             generation = p.generation.map_or("-".into(), |g| g.to_string()),
             routes = escape(&p.routes.join(" ")),
             requests = c.requests,
+            in_flight = p.bulkhead.in_flight,
+            limit = p.bulkhead.max_concurrency,
+            queued = p.bulkhead.queued,
+            timed_out = p.bulkhead.timed_out,
+            refused = p.bulkhead.refused,
             errors = c.by_class[4],
             panics = c.failures,
             crashes = p.crashes,
@@ -472,12 +346,12 @@ tr.ok td:nth-child(2) {{ color: #2f855a; }} .server span {{ margin-right: 2em; }
 </style></head>
 <body>
 <h1>mini-async-http</h1>
-<p class="server"><span id="open">{open} open connections</span><span>{accepted} accepted</span><span>{queued} queued</span><span>{refused} refused (busy)</span></p>
+<p class="server"><span id="open">{open} open connections</span><span>{accepted} accepted</span><span>{queued} queued</span><span>{refused} refused (busy)</span><span id="lost">{lost} workers stuck</span></p>
 <table id="processes">
 <tr><th>process</th><th>pid</th><th>state</th><th>started</th><th>restarts</th><th>open connections</th></tr>
 {processes}</table>
 <table id="plugins">
-<tr><th>plugin</th><th>state</th><th>version</th><th>generation</th><th>routes</th><th>requests</th><th>5xx</th><th>panics</th><th>crashes</th><th>reloads</th></tr>
+<tr><th>plugin</th><th>state</th><th>version</th><th>generation</th><th>routes</th><th>requests</th><th>in flight / limit</th><th>queued</th><th>timed out</th><th>refused</th><th>5xx</th><th>panics</th><th>crashes</th><th>reloads</th></tr>
 {rows}</table>
 <p><a href="/metrics">metrics</a> · <a href="/status">status (JSON)</a></p>
 </body></html>
@@ -486,6 +360,7 @@ tr.ok td:nth-child(2) {{ color: #2f855a; }} .server span {{ margin-right: 2em; }
         accepted = stats.accepted_total,
         queued = stats.queue_depth,
         refused = stats.refused_busy_total,
+        lost = stats.lost_workers,
     )
 }
 
@@ -494,75 +369,4 @@ fn escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(name: &str, requests: u64, generation: Option<u64>) -> PluginRow {
-        PluginRow {
-            name: name.into(),
-            generation,
-            counts: PluginCounts {
-                requests,
-                ..PluginCounts::default()
-            },
-            ..PluginRow::default()
-        }
-    }
-
-    #[test]
-    fn counters_add_up_across_processes_and_survive_a_restart() {
-        let one = Snapshot {
-            server: ServerStats {
-                open_connections: 2,
-                accepted_total: 10,
-                ..ServerStats::default()
-            },
-            plugins: vec![row("hello", 5, Some(1)), row("chaos", 1, None)],
-            ..Snapshot::default()
-        };
-        let two = Snapshot {
-            server: ServerStats {
-                open_connections: 3,
-                accepted_total: 7,
-                ..ServerStats::default()
-            },
-            plugins: vec![row("hello", 4, Some(2))],
-            ..Snapshot::default()
-        };
-        let mut retired = Totals::default();
-        retired.retire(&Snapshot {
-            plugins: vec![row("hello", 100, Some(1))],
-            server: ServerStats {
-                open_connections: 9,
-                accepted_total: 50,
-                ..ServerStats::default()
-            },
-            ..Snapshot::default()
-        });
-        let crashes = BTreeMap::from([("chaos".to_owned(), (3, true))]);
-        let o = Overview::merge(&retired, [&one, &two], Vec::new(), &crashes);
-        assert_eq!(
-            o.server.open_connections, 5,
-            "gauges of ended processes are gone"
-        );
-        assert_eq!(o.server.accepted_total, 67);
-        let hello = o.plugins.iter().find(|p| p.name == "hello").unwrap();
-        assert_eq!(hello.counts.requests, 109);
-        assert_eq!(hello.generation, Some(1));
-        let chaos = o.plugins.iter().find(|p| p.name == "chaos").unwrap();
-        assert_eq!((chaos.crashes, chaos.quarantined), (3, true));
-        let text = metrics(&o);
-        assert!(
-            text.contains("mah_plugin_crashes_total{plugin=\"chaos\"} 3"),
-            "{text}"
-        );
-        assert!(
-            text.contains("mah_plugin_quarantined{plugin=\"chaos\"} 1"),
-            "{text}"
-        );
-        assert!(page(&o).contains("<td>chaos</td><td>quarantined</td>"));
-    }
 }

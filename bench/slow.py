@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Slow and hung plugins under load: does /hello keep its figures while another plugin blocks?
+
+`python3 bench/slow.py` builds the release host with the `hello` plugin and the `slow` fixture,
+starts it (in a session of its own) with `workers = 64` and `[limits] handler_timeout_ms = 10000`,
+and measures, side by side in one run:
+
+1. **quiet**: wrk on `/hello` (keep-alive, 64 connections, one thread, 60 s) alone;
+2. **loaded**: the same, while 50 clients call `/slow/sleep/2000` back to back and 5 call
+   `/slow/hang` (which never returns: each gets a 504 at the 10 s deadline, and its worker is
+   written off and replaced).
+
+Rounds alternate quiet and loaded (3 rounds by default); it reports medians of `/hello` req/s and
+p99, their ratio to the quiet run, wrk's errors (the target is none), and what the slow clients
+got (answers by status) and the workers written off (from the admin `/status`).
+
+Then **workers**: the same host with `--workers 2` and `--workers 256`, idle, then wrk on `/hello`
+(keep-alive, 10 s, rounds alternating): resident memory after start and req/s and p99, to show
+what 254 idle workers cost. Every process it starts is stopped, by its id, even on error.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PORT, ADMIN = 18093, 18094
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def build():
+    if not shutil.which("wrk"):
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "mini-async-http", "-p",
+                    "hello", "-p", "slow"], cwd=ROOT, check=True)
+
+
+class Host:
+    def __init__(self, tmp, workers, port, admin=False):
+        target = os.path.join(ROOT, "target", "release")
+        plugins = os.path.join(tmp, "plugins")
+        os.makedirs(plugins, exist_ok=True)
+        for lib in ("libhello.so", "libslow.so"):
+            shutil.copy(os.path.join(target, lib), plugins)
+        config = os.path.join(tmp, f"config-{workers}.toml")
+        with open(config, "w") as f:
+            f.write(f'listen = "127.0.0.1:{port}"\nworkers = {workers}\n'
+                    "[limits]\nhandler_timeout_ms = 10000\nmax_connections = 20000\n")
+            if admin:
+                f.write(f'[admin]\nlisten = "127.0.0.1:{ADMIN}"\n')
+        self.port = port
+        self.proc = subprocess.Popen(
+            [os.path.join(target, "mini-async-http"), "--config", config, "--plugins", plugins],
+            cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("the host exited at start")
+                time.sleep(0.05)
+        raise RuntimeError("the host did not start listening")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def rss_kib(self):
+        pids = {self.proc.pid}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                            pids.add(int(entry))
+                except OSError:
+                    pass
+        total = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/statm") as f:
+                    total += int(f.read().split()[1]) * PAGE_KIB
+            except OSError:
+                pass
+        return total
+
+
+def status():
+    with socket.create_connection(("127.0.0.1", ADMIN), timeout=10) as s:
+        s.sendall(b"GET /status HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+def wrk(port, duration):
+    out = subprocess.run(["wrk", "-t1", "-c64", f"-d{duration}s", "--latency",
+                          f"http://127.0.0.1:{port}/hello"],
+                         check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(g) for g in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return {"rps": rps, "p99_ms": p99, "errors": errors}
+
+
+class SlowClients:
+    """`count` threads calling `path` back to back, each on a keep-alive connection of its own."""
+
+    def __init__(self, port, path, count):
+        self.port, self.path, self.stop = port, path, threading.Event()
+        self.statuses, self.lock = {}, threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(count)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        request = f"GET {self.path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+        sock = None
+        while not self.stop.is_set():
+            try:
+                if sock is None:
+                    sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
+                sock.sendall(request)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        raise OSError("closed")
+                    head += chunk
+                code = int(head[9:12])
+                length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+                body = head.split(b"\r\n\r\n", 1)[1]
+                while len(body) < length:
+                    body += sock.recv(4096)
+                with self.lock:
+                    self.statuses[code] = self.statuses.get(code, 0) + 1
+                if b"connection: close" in head.lower():
+                    sock.close()
+                    sock = None
+            except (OSError, ValueError, AttributeError):
+                with self.lock:
+                    self.statuses["error"] = self.statuses.get("error", 0) + 1
+                if sock:
+                    sock.close()
+                sock = None
+                time.sleep(0.05)
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=15)
+        return dict(self.statuses)
+
+
+def med(runs, key):
+    return statistics.median(r[key] for r in runs)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=60, help="seconds per wrk run (60)")
+    parser.add_argument("--rounds", type=int, default=3, help="quiet/loaded rounds (3)")
+    parser.add_argument("--worker-duration", type=int, default=10,
+                        help="seconds per wrk run of the workers comparison (10)")
+    args = parser.parse_args()
+    build()
+    quiet, loaded, slow_answers = [], [], {}
+    with tempfile.TemporaryDirectory(prefix="mah-slow-") as tmp:
+        host = Host(tmp, 64, PORT, admin=True)
+        try:
+            for round_no in range(args.rounds):
+                log(f"round {round_no + 1} of {args.rounds}")
+                quiet.append(wrk(PORT, args.duration))
+                log(f"  quiet   {quiet[-1]}")
+                sleepers = SlowClients(PORT, "/slow/sleep/2000", 50)
+                hangers = SlowClients(PORT, "/slow/hang", 5)
+                time.sleep(3)  # every slow client has a call in flight
+                loaded.append(wrk(PORT, args.duration))
+                log(f"  loaded  {loaded[-1]}")
+                for name, clients in (("sleep 2 s", sleepers), ("hang", hangers)):
+                    for code, n in clients.finish().items():
+                        key = f"{name}: {code}"
+                        slow_answers[key] = slow_answers.get(key, 0) + n
+                time.sleep(11)  # the last hangs reach their deadline
+            plugin = next(p for p in status()["plugins"] if p["name"] == "slow")
+        finally:
+            host.stop()
+        workers = {2: [], 256: []}
+        rss = {}
+        hosts = {}
+        try:
+            for i, n in enumerate(workers):
+                hosts[n] = Host(tmp, n, PORT + 10 + i)
+            time.sleep(1)
+            rss = {n: h.rss_kib() for n, h in hosts.items()}
+            for _ in range(args.rounds):
+                for n, h in hosts.items():
+                    workers[n].append(wrk(h.port, args.worker_duration))
+                    log(f"  {n} workers {workers[n][-1]}")
+        finally:
+            for h in hosts.values():
+                h.stop()
+    q_rps, l_rps = med(quiet, "rps"), med(loaded, "rps")
+    print(f"/hello, 64 connections, {args.duration} s, medians of {args.rounds} rounds:")
+    print("| run | req/s | × quiet | p99 ms | errors |")
+    print("|---|---|---|---|---|")
+    print(f"| quiet | {q_rps:,.0f} | 1.00 | {med(quiet, 'p99_ms'):.2f} | "
+          f"{sum(r['errors'] for r in quiet)} |")
+    print(f"| 50 × sleep 2 s + 5 × hang | {l_rps:,.0f} | {l_rps / q_rps:.2f} | "
+          f"{med(loaded, 'p99_ms'):.2f} | {sum(r['errors'] for r in loaded)} |")
+    print(f"slow clients' answers: {slow_answers}")
+    print(f"slow plugin: timed out {plugin['timed_out']}, refused {plugin['refused']}, "
+          f"stuck now {plugin['lost_workers']}, limit {plugin['max_concurrency']}")
+    print(f"\nidle workers, /hello keep-alive {args.worker_duration} s, medians of {args.rounds}:")
+    print("| workers | RSS after start KiB | req/s | p99 ms |")
+    print("|---|---|---|---|")
+    for n, runs in workers.items():
+        print(f"| {n} | {rss[n]:,} | {med(runs, 'rps'):,.0f} | {med(runs, 'p99_ms'):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
