@@ -10,12 +10,14 @@
 //! past its deadline still holds its place until its handler returns, so a hanging plugin holds at
 //! most its limit of threads.
 //!
-//! The default limit is `workers - 1`, so that one plugin never holds every worker. A plugin proven
-//! fast may take the last one too, while every call of it in flight began within [`BORROW_MS`]: a
-//! plugin that answers in microseconds uses every core, and one whose call has run for a few
-//! milliseconds may not. Proven fast means [`PROVEN`] calls ended since the watchdog last saw one
-//! of its calls running longer than `BORROW_MS`, so a new plugin, or one that was just slow, gets
-//! the exact limit. A limit set in the configuration is always exact.
+//! The default limit is `workers - 1`, so that one plugin never holds every worker for long. A
+//! plugin proven fast may take the last one too, while every call of it in flight began within
+//! [`BORROW_MS`]: a plugin that answers in microseconds uses every core (at `workers = 2`, an exact
+//! limit of 1 would halve it), and one with a call running longer may not. Proven fast means
+//! [`PROVEN`] calls ended since the watchdog last saw one of its calls running longer than
+//! `BORROW_MS`, so a new plugin, or one that was just slow, gets the exact limit. `BORROW_MS` is
+//! far above a scheduler's time slice, so a call preempted on a busy machine does not count as
+//! slow. A limit set in the configuration is always exact.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::RawFd;
@@ -31,7 +33,7 @@ use crate::server::Shared;
 
 /// A plugin at its default limit may take the last worker while all its calls in flight began
 /// less than this many milliseconds ago.
-pub const BORROW_MS: u64 = 2;
+pub const BORROW_MS: u64 = 50;
 /// Calls that must end, with none seen running long, before a plugin may borrow the last worker.
 pub const PROVEN: u32 = 1000;
 
@@ -311,26 +313,14 @@ impl Bulkhead {
     }
 
     /// Takes a place if there is one (or, at the default limit, if the bulkhead may borrow).
+    /// A free place is taken even while requests wait: a place freed while they wait is handed
+    /// straight to them (`exit`), so one found free was free for everyone.
     fn try_enter(&self, shared: &Shared, now: u64) -> bool {
         let cap = self.cap.load(Ordering::Relaxed);
-        if self.waiting.load(Ordering::SeqCst) == 0 {
-            let mut n = self.in_flight.load(Ordering::Relaxed);
-            while n < cap {
-                match self.in_flight.compare_exchange_weak(
-                    n,
-                    n + 1,
-                    Ordering::SeqCst,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return true,
-                    Err(actual) => n = actual,
-                }
-            }
+        if self.take_below(cap) {
+            return true;
         }
-        if self.exact.load(Ordering::Relaxed)
-            || self.proven.load(Ordering::Relaxed) < PROVEN
-            || self.waiting.load(Ordering::SeqCst) > 0
-        {
+        if self.exact.load(Ordering::Relaxed) || self.proven.load(Ordering::Relaxed) < PROVEN {
             return false;
         }
         // Written-off calls show here too, as old ones.
@@ -339,23 +329,54 @@ impl Bulkhead {
             _ => true,
         });
         // One place past the limit: the last worker, no more.
-        young
-            && self
-                .in_flight
-                .compare_exchange(cap, cap + 1, Ordering::SeqCst, Ordering::Relaxed)
-                .is_ok()
+        young && self.take_below(cap + 1)
     }
 
-    /// Gives a place back, and hands it to the first request waiting if there is one.
+    /// Takes a place while fewer than `bound` are taken.
+    fn take_below(&self, bound: usize) -> bool {
+        let mut n = self.in_flight.load(Ordering::Relaxed);
+        while n < bound {
+            match self.in_flight.compare_exchange_weak(
+                n,
+                n + 1,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => n = actual,
+            }
+        }
+        false
+    }
+
+    /// Gives a place back: to the first request waiting if there is one, else to everyone.
     fn exit(self: &Arc<Self>) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         if self.proven.load(Ordering::Relaxed) < PROVEN {
             self.proven.fetch_add(1, Ordering::Relaxed);
         }
+        if self.waiting.load(Ordering::SeqCst) > 0 && self.hand_over() {
+            return;
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         // SeqCst pairs with `park`: either it sees our decrement, or we see its waiter.
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.dispatch();
         }
+    }
+
+    /// Hands the caller's place to the first request waiting; `false` when none waits, or the
+    /// place was one past the limit (borrowed), which is given back instead.
+    fn hand_over(self: &Arc<Self>) -> bool {
+        let mut queue = self.lock_queue();
+        if self.in_flight.load(Ordering::SeqCst) > self.cap.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Some(waiter) = queue.pop_front() else {
+            return false;
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        // `false` when the server is gone: the caller gives the place back.
+        release(waiter, Admission::Granted(Reserved(Some(Arc::clone(self)))))
     }
 
     /// Parks a connection whose request found no place. `Err` gives it back when the queue is

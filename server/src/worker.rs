@@ -236,11 +236,11 @@ impl Worker {
         times: [u64; 2],
         hup: bool,
     ) -> Next {
-        let now = times[1];
+        let [mut arrived, mut now] = times;
         let cap = limits.max_head_bytes + limits.max_body_bytes + READ_BUF;
         let (mut eof, mut drained) = (false, false);
         loop {
-            let step = self.process(shared, limits, conn, buf, times);
+            let step = self.process(shared, limits, conn, buf, [arrived, now]);
             if let Step::Lost { bulkhead } = step {
                 self.out.clear();
                 return Next::Lost { bulkhead };
@@ -302,6 +302,9 @@ impl Worker {
                 Ok(n) => {
                     buf.end += n;
                     drained = n < room;
+                    // A turn can last: what was just read arrived now, and calls start now.
+                    now = shared.clock.now();
+                    arrived = now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
