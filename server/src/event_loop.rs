@@ -15,6 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::conn::{Conn, Slot};
 use crate::control::{self, ControlMsg};
 use crate::http::encode::{DateCache, encode_busy};
+use crate::pool::STALL_MS;
 use crate::server::Shared;
 
 /// What the loop runs on a `Reload` message: it must hand the work to another thread.
@@ -26,6 +27,8 @@ const CONTROL: Token = Token(usize::MAX - 2);
 const TICK_MS: u64 = 250;
 /// The longest the loop waits for the workers to empty the queue before it polls anyway.
 const HUNGRY_WAIT_MS: u64 = 10;
+/// A handler call running this long (ms) may be waiting, not computing: see `pool.rs`.
+const LONG_CALL_MS: u64 = 2;
 /// How long accepting pauses after the process ran out of descriptors.
 const ACCEPT_RETRY_MS: u64 = 100;
 
@@ -93,9 +96,14 @@ impl EventLoop {
         let mut events = Events::with_capacity(1024);
         let clock = self.shared.clock;
         let mut next_tick = clock.now() + TICK_MS;
+        let mut backlog = false;
         loop {
             let now = clock.now();
-            let wake_at = self.retry_accept_at.map_or(next_tick, |t| t.min(next_tick));
+            let mut wake_at = self.retry_accept_at.map_or(next_tick, |t| t.min(next_tick));
+            if backlog {
+                // Work is queued: look again soon, in case its workers are stuck.
+                wake_at = wake_at.min(now + STALL_MS);
+            }
             let timeout = std::time::Duration::from_millis(wake_at.saturating_sub(now));
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -127,9 +135,22 @@ impl EventLoop {
             // Let the workers eat before polling again: the next poll then brings a batch.
             let now = clock.now();
             let until_tick = next_tick.saturating_sub(now).clamp(1, HUNGRY_WAIT_MS);
-            self.shared
-                .queue
-                .wait_until_hungry(std::time::Duration::from_millis(until_tick));
+            let shared = &self.shared;
+            backlog = shared.queue.wait_until_hungry(
+                std::time::Duration::from_millis(until_tick),
+                |sleeping| {
+                    // Every awake worker is in a handler call that began a while ago.
+                    let now = clock.now();
+                    let records = shared.workers.records();
+                    let awake = records.len().saturating_sub(sleeping);
+                    let long = records
+                        .iter()
+                        .filter_map(|r| r.peek())
+                        .filter(|&(started, _, _)| started + LONG_CALL_MS <= now)
+                        .count();
+                    long >= awake
+                },
+            );
 
             let now = clock.now();
             if self.retry_accept_at.is_some_and(|t| t <= now) {

@@ -9,6 +9,15 @@
 //! at a time (a syscall and a context switch per request). So the loop waits until the queue runs
 //! dry ([`Queue::wait_until_hungry`]); the worker that takes the last item wakes it, and the next
 //! `poll` collects everything that became ready meanwhile in one batch.
+//!
+//! A pool can have far more workers than cores (for handlers that wait on I/O). Waking one worker
+//! per queued connection would then wake dozens of threads for a batch that two cores drain, each
+//! context switch costing more than the request. So a batch wakes at most one worker per core, and
+//! those take the rest; should they stop taking (stuck in handlers that wait), the loop sees the
+//! queue make no progress for [`STALL_MS`] while every awake worker is inside a handler that
+//! began that long ago, and wakes a worker for every connection still waiting. (No progress alone
+//! would also mean workers preempted on a busy machine; waking more of them then only adds
+//! context switches.)
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -16,14 +25,18 @@ use std::time::{Duration, Instant};
 
 use crate::conn::Slot;
 
+/// How long the queue may make no progress, with workers asleep, before the loop wakes more.
+pub(crate) const STALL_MS: u64 = 1;
+
 /// Connections waiting for a worker.
-#[derive(Default)]
 pub(crate) struct Queue {
     inner: Mutex<Inner>,
     /// Wakes workers: there is work.
     ready: Condvar,
     /// Wakes the loop: the queue ran dry.
     hungry: Condvar,
+    /// Workers woken for one batch at most: the cores.
+    wake_limit: usize,
 }
 
 #[derive(Default)]
@@ -35,9 +48,27 @@ struct Inner {
     stopped: bool,
     /// The loop is waiting in `wait_until_hungry`.
     loop_waiting: bool,
+    /// Items taken so far, for the loop to see progress.
+    taken: u64,
+}
+
+impl Default for Queue {
+    fn default() -> Queue {
+        Queue::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
 }
 
 impl Queue {
+    /// A queue that wakes at most `wake_limit` workers for a batch.
+    pub fn new(wake_limit: usize) -> Queue {
+        Queue {
+            inner: Mutex::default(),
+            ready: Condvar::new(),
+            hungry: Condvar::new(),
+            wake_limit: wake_limit.max(1),
+        }
+    }
+
     /// Queues a batch (emptying it), up to `capacity` queued in all, and wakes sleeping workers
     /// for it. What does not fit goes to `overflow`.
     pub fn push_batch(
@@ -54,7 +85,7 @@ impl Queue {
             let room = capacity.saturating_sub(inner.items.len()).min(batch.len());
             overflow.extend(batch.drain(room..));
             inner.items.extend(batch.drain(..));
-            inner.sleeping.min(inner.items.len())
+            inner.sleeping.min(inner.items.len()).min(self.wake_limit)
         };
         for _ in 0..wake {
             self.ready.notify_one();
@@ -78,6 +109,7 @@ impl Queue {
         let mut inner = self.lock();
         loop {
             if let Some(slot) = inner.items.pop_front() {
+                inner.taken += 1;
                 if inner.items.is_empty() && inner.loop_waiting {
                     inner.loop_waiting = false;
                     self.hungry.notify_one();
@@ -94,9 +126,15 @@ impl Queue {
     }
 
     /// Loop: waits until the queue is empty (a worker took the last item), at most `timeout`.
-    pub fn wait_until_hungry(&self, timeout: Duration) {
+    /// When no item was taken for [`STALL_MS`] and `stuck(sleeping)` says the workers that are not
+    /// among the `sleeping` ones are all in long handler calls, wakes a sleeping worker for every
+    /// item left. Returns whether items
+    /// are left: the loop then polls for no longer than `STALL_MS` before it looks again.
+    pub fn wait_until_hungry(&self, timeout: Duration, stuck: impl Fn(usize) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
+        let stall = Duration::from_millis(STALL_MS);
         let mut inner = self.lock();
+        let mut taken = inner.taken;
         while !inner.items.is_empty() && !inner.stopped {
             let now = Instant::now();
             if now >= deadline {
@@ -105,11 +143,26 @@ impl Queue {
             inner.loop_waiting = true;
             inner = self
                 .hungry
-                .wait_timeout(inner, deadline - now)
+                .wait_timeout(inner, (deadline - now).min(stall))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            let sleeping = inner.sleeping;
+            if inner.taken == taken && !inner.items.is_empty() && sleeping > 0 && {
+                // Without the lock: `stuck` reads the workers' records.
+                drop(inner);
+                let stalled = stuck(sleeping);
+                inner = self.lock();
+                stalled
+            } {
+                let wake = inner.sleeping.min(inner.items.len());
+                for _ in 0..wake {
+                    self.ready.notify_one();
+                }
+            }
+            taken = inner.taken;
         }
         inner.loop_waiting = false;
+        !inner.items.is_empty() && !inner.stopped
     }
 
     /// Connections waiting now.

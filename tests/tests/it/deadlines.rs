@@ -22,6 +22,16 @@ fn wait_calls(host: &HostProcess, n: usize) {
     host.wait_for_nth_log("slow call ", n, Duration::from_secs(30));
 }
 
+/// The admin listener's address, from its log line.
+fn admin(host: &HostProcess) -> std::net::SocketAddr {
+    let line = host.wait_for_log("admin listening", WAIT);
+    line.split("addr=")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
 /// Sends a request on a connection of its own and keeps the connection.
 fn start(host: &HostProcess, path: &str) -> Client {
     let mut c = host.connect();
@@ -48,7 +58,8 @@ fn a_hanging_plugin_leaves_the_others_answering() {
 
 #[test]
 fn a_handler_past_its_deadline_gets_504_on_time_and_its_worker_is_replaced() {
-    let config = "[limits.plugins.slow]\nhandler_timeout_ms = 1000\n";
+    let config = "[limits.plugins.slow]\nhandler_timeout_ms = 1000\n\
+                  [admin]\nlisten = \"127.0.0.1:0\"\n";
     // One worker: if the stuck thread were not replaced, nothing would answer after the 504.
     let host =
         HostProcess::start_with_args(&["libhello.so", "libslow.so"], config, &["--workers", "1"]);
@@ -72,6 +83,28 @@ fn a_handler_past_its_deadline_gets_504_on_time_and_its_worker_is_replaced() {
     // replacement.
     let r = host.connect().get("/hello");
     assert_eq!(r.status, 200, "the replacement worker serves: {r:?}");
+    let metrics = Client::connect(admin(&host)).get("/metrics");
+    for line in [
+        "mah_plugin_timeouts_total{plugin=\"slow\"} 1",
+        "mah_plugin_lost_workers{plugin=\"slow\"} 1",
+        "mah_plugin_in_flight{plugin=\"slow\"} 1",
+        "mah_plugin_max_concurrency{plugin=\"slow\"} 1",
+        "mah_lost_workers 1",
+    ] {
+        assert!(
+            metrics.text().lines().any(|l| l == line),
+            "no {line:?} in\n{}",
+            metrics.text()
+        );
+    }
+    let status = Client::connect(admin(&host)).get("/status");
+    let status: serde_json::Value = serde_json::from_slice(&status.body).expect("JSON");
+    let slow = status["plugins"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "slow"))
+        .expect("the slow plugin in /status");
+    assert_eq!(slow["timed_out"], 1, "{slow}");
+    assert_eq!(status["server"]["lost_workers"], 1, "{status}");
 }
 
 #[test]
