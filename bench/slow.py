@@ -16,7 +16,8 @@ got (answers by status) and the workers written off (from the admin `/status`).
 
 Then **workers**: the same host with `--workers 2` and `--workers 256`, idle, then wrk on `/hello`
 (keep-alive, 10 s, rounds alternating): resident memory after start and req/s and p99, to show
-what 254 idle workers cost. Every process it starts is stopped, by its id, even on error.
+what 254 idle workers cost (RSS of the supervisor and its server process, idle and after the
+runs). Every process it starts is stopped, by its id, even on error.
 """
 
 import argparse
@@ -36,6 +37,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT, ADMIN = 18093, 18094
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def log(*args):
@@ -87,7 +89,7 @@ class Host:
                 self.proc.kill()
                 self.proc.wait()
 
-    def rss_kib(self):
+    def pids(self):
         pids = {self.proc.pid}
         for entry in os.listdir("/proc"):
             if entry.isdigit():
@@ -97,8 +99,22 @@ class Host:
                             pids.add(int(entry))
                 except OSError:
                     pass
+        return pids
+
+    def cpu_seconds(self):
         total = 0
-        for pid in pids:
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+            except OSError:
+                pass
+        return total / CLK_TCK
+
+    def rss_kib(self):
+        total = 0
+        for pid in self.pids():
             try:
                 with open(f"/proc/{pid}/statm") as f:
                     total += int(f.read().split()[1]) * PAGE_KIB
@@ -116,7 +132,8 @@ def status():
     return json.loads(data.split(b"\r\n\r\n", 1)[1])
 
 
-def wrk(port, duration):
+def wrk(port, duration, host=None):
+    cpu0 = host.cpu_seconds() if host else 0
     out = subprocess.run(["wrk", "-t1", "-c64", f"-d{duration}s", "--latency",
                           f"http://127.0.0.1:{port}/hello"],
                          check=True, capture_output=True, text=True).stdout
@@ -130,7 +147,14 @@ def wrk(port, duration):
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if m:
         errors += int(m.group(1))
-    return {"rps": rps, "p99_ms": p99, "errors": errors}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    if errors:
+        log("  wrk reported errors:\n" + "\n".join(
+            line for line in out.splitlines() if "errors" in line or "Non-2xx" in line))
+    result = {"rps": rps, "p99_ms": p99, "errors": errors}
+    if host:
+        result["cpu_us"] = (host.cpu_seconds() - cpu0) * 1e6 / max(1, requests)
+    return result
 
 
 class SlowClients:
@@ -186,19 +210,35 @@ def med(runs, key):
     return statistics.median(r[key] for r in runs)
 
 
+def report(quiet, loaded, slow_answers, plugin, args):
+    q_rps, l_rps = med(quiet, "rps"), med(loaded, "rps")
+    print(f"/hello, 64 connections, {args.duration} s, medians of {args.rounds} rounds:")
+    print("| run | req/s | × quiet | p99 ms | errors |")
+    print("|---|---|---|---|---|")
+    print(f"| quiet | {q_rps:,.0f} | 1.00 | {med(quiet, 'p99_ms'):.2f} | "
+          f"{sum(r['errors'] for r in quiet)} |")
+    print(f"| 50 × sleep 2 s + 5 × hang | {l_rps:,.0f} | {l_rps / q_rps:.2f} | "
+          f"{med(loaded, 'p99_ms'):.2f} | {sum(r['errors'] for r in loaded)} |")
+    print(f"slow clients' answers: {slow_answers}")
+    print(f"slow plugin: timed out {plugin['timed_out']}, refused {plugin['refused']}, "
+          f"stuck now {plugin['lost_workers']}, limit {plugin['max_concurrency']}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=60, help="seconds per wrk run (60)")
     parser.add_argument("--rounds", type=int, default=3, help="quiet/loaded rounds (3)")
     parser.add_argument("--worker-duration", type=int, default=10,
                         help="seconds per wrk run of the workers comparison (10)")
+    parser.add_argument("--only-workers", action="store_true",
+                        help="only the comparison of 2 and 256 workers")
     args = parser.parse_args()
     build()
-    quiet, loaded, slow_answers = [], [], {}
+    quiet, loaded, slow_answers, plugin = [], [], {}, None
     with tempfile.TemporaryDirectory(prefix="mah-slow-") as tmp:
-        host = Host(tmp, 64, PORT, admin=True)
+        host = None if args.only_workers else Host(tmp, 64, PORT, admin=True)
         try:
-            for round_no in range(args.rounds):
+            for round_no in range(0 if args.only_workers else args.rounds):
                 log(f"round {round_no + 1} of {args.rounds}")
                 quiet.append(wrk(PORT, args.duration))
                 log(f"  quiet   {quiet[-1]}")
@@ -212,40 +252,36 @@ def main():
                         key = f"{name}: {code}"
                         slow_answers[key] = slow_answers.get(key, 0) + n
                 time.sleep(11)  # the last hangs reach their deadline
-            plugin = next(p for p in status()["plugins"] if p["name"] == "slow")
+            if host:
+                plugin = next(p for p in status()["plugins"] if p["name"] == "slow")
         finally:
-            host.stop()
+            if host:
+                host.stop()
         workers = {2: [], 256: []}
-        rss = {}
+        rss, rss_after = {}, {}
         hosts = {}
         try:
             for i, n in enumerate(workers):
                 hosts[n] = Host(tmp, n, PORT + 10 + i)
             time.sleep(1)
+            time.sleep(2)  # plugins loaded, start-up allocations settled
             rss = {n: h.rss_kib() for n, h in hosts.items()}
             for _ in range(args.rounds):
                 for n, h in hosts.items():
-                    workers[n].append(wrk(h.port, args.worker_duration))
+                    workers[n].append(wrk(h.port, args.worker_duration, h))
                     log(f"  {n} workers {workers[n][-1]}")
+            rss_after = {n: h.rss_kib() for n, h in hosts.items()}
         finally:
             for h in hosts.values():
                 h.stop()
-    q_rps, l_rps = med(quiet, "rps"), med(loaded, "rps")
-    print(f"/hello, 64 connections, {args.duration} s, medians of {args.rounds} rounds:")
-    print("| run | req/s | × quiet | p99 ms | errors |")
-    print("|---|---|---|---|---|")
-    print(f"| quiet | {q_rps:,.0f} | 1.00 | {med(quiet, 'p99_ms'):.2f} | "
-          f"{sum(r['errors'] for r in quiet)} |")
-    print(f"| 50 × sleep 2 s + 5 × hang | {l_rps:,.0f} | {l_rps / q_rps:.2f} | "
-          f"{med(loaded, 'p99_ms'):.2f} | {sum(r['errors'] for r in loaded)} |")
-    print(f"slow clients' answers: {slow_answers}")
-    print(f"slow plugin: timed out {plugin['timed_out']}, refused {plugin['refused']}, "
-          f"stuck now {plugin['lost_workers']}, limit {plugin['max_concurrency']}")
+    if plugin:
+        report(quiet, loaded, slow_answers, plugin, args)
     print(f"\nidle workers, /hello keep-alive {args.worker_duration} s, medians of {args.rounds}:")
-    print("| workers | RSS after start KiB | req/s | p99 ms |")
-    print("|---|---|---|---|")
+    print("| workers | RSS idle, KiB | RSS after the runs, KiB | req/s | p99 ms | server CPU µs/req |")
+    print("|---|---|---|---|---|---|")
     for n, runs in workers.items():
-        print(f"| {n} | {rss[n]:,} | {med(runs, 'rps'):,.0f} | {med(runs, 'p99_ms'):.2f} |")
+        print(f"| {n} | {rss[n]:,} | {rss_after[n]:,} | {med(runs, 'rps'):,.0f} | "
+              f"{med(runs, 'p99_ms'):.2f} | {med(runs, 'cpu_us'):.2f} |")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@
 //!
 //! A pool can have far more workers than cores (for handlers that wait on I/O). Waking one worker
 //! per queued connection would then wake dozens of threads for a batch that two cores drain, each
-//! context switch costing more than the request. So a batch wakes at most one worker per core, and
-//! those take the rest; should they stop taking (stuck in handlers that wait), the loop sees the
+//! context switch costing more than the request. So a batch wakes at most one worker per core, the
+//! ones that slept last (a stack, not a condition variable's queue, so that the threads that work
+//! are few and their caches warm), and those take the rest; should they stop taking (stuck in handlers that wait), the loop sees the
 //! queue make no progress for [`STALL_MS`] while every awake worker is inside a handler that
 //! began that long ago, and wakes a worker for every connection still waiting. (No progress alone
 //! would also mean workers preempted on a busy machine; waking more of them then only adds
@@ -21,6 +22,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crate::conn::Slot;
@@ -31,8 +33,6 @@ pub(crate) const STALL_MS: u64 = 1;
 /// Connections waiting for a worker.
 pub(crate) struct Queue {
     inner: Mutex<Inner>,
-    /// Wakes workers: there is work.
-    ready: Condvar,
     /// Wakes the loop: the queue ran dry.
     hungry: Condvar,
     /// Workers woken for one batch at most: the cores.
@@ -42,14 +42,43 @@ pub(crate) struct Queue {
 #[derive(Default)]
 struct Inner {
     items: VecDeque<Arc<Slot>>,
-    /// Workers blocked in `pop`, so that `push` wakes no more than can run.
-    sleeping: usize,
+    /// Workers asleep in `pop`, the last to sleep at the end: woken from the end.
+    sleepers: Vec<Sleeper>,
+    /// Tells sleepers apart.
+    next_sleeper: u64,
     /// Set at the end of shutdown: `pop` returns `None` once the queue is empty.
     stopped: bool,
     /// The loop is waiting in `wait_until_hungry`.
     loop_waiting: bool,
     /// Items taken so far, for the loop to see progress.
     taken: u64,
+}
+
+/// A worker asleep in `pop`.
+struct Sleeper {
+    id: u64,
+    thread: Thread,
+}
+
+/// Threads to unpark once the lock is released; a batch wakes a handful.
+#[derive(Default)]
+struct Wake(Vec<Thread>);
+
+impl Inner {
+    /// Takes up to `n` sleepers, the last to sleep first.
+    fn take_sleepers(&mut self, n: usize, wake: &mut Wake) {
+        let keep = self.sleepers.len().saturating_sub(n);
+        wake.0
+            .extend(self.sleepers.drain(keep..).rev().map(|s| s.thread));
+    }
+}
+
+impl Wake {
+    fn run(self) {
+        for thread in self.0 {
+            thread.unpark();
+        }
+    }
 }
 
 impl Default for Queue {
@@ -63,7 +92,6 @@ impl Queue {
     pub fn new(wake_limit: usize) -> Queue {
         Queue {
             inner: Mutex::default(),
-            ready: Condvar::new(),
             hungry: Condvar::new(),
             wake_limit: wake_limit.max(1),
         }
@@ -80,28 +108,27 @@ impl Queue {
         if batch.is_empty() {
             return;
         }
-        let wake = {
+        let mut wake = Wake::default();
+        {
             let mut inner = self.lock();
             let room = capacity.saturating_sub(inner.items.len()).min(batch.len());
             overflow.extend(batch.drain(room..));
             inner.items.extend(batch.drain(..));
-            inner.sleeping.min(inner.items.len()).min(self.wake_limit)
-        };
-        for _ in 0..wake {
-            self.ready.notify_one();
+            let n = inner.items.len().min(self.wake_limit);
+            inner.take_sleepers(n, &mut wake);
         }
+        wake.run();
     }
 
     /// Queues one connection over the bound (it already waited elsewhere) and wakes a worker.
     pub fn push(&self, slot: Arc<Slot>) {
-        let wake = {
+        let mut wake = Wake::default();
+        {
             let mut inner = self.lock();
             inner.items.push_back(slot);
-            inner.sleeping > 0
-        };
-        if wake {
-            self.ready.notify_one();
+            inner.take_sleepers(1, &mut wake);
         }
+        wake.run();
     }
 
     /// The next connection, blocking while there is none; `None` after [`stop`](Self::stop).
@@ -119,9 +146,20 @@ impl Queue {
             if inner.stopped {
                 return None;
             }
-            inner.sleeping += 1;
-            inner = self.ready.wait(inner).unwrap_or_else(|e| e.into_inner());
-            inner.sleeping -= 1;
+            let id = inner.next_sleeper;
+            inner.next_sleeper += 1;
+            inner.sleepers.push(Sleeper {
+                id,
+                thread: thread::current(),
+            });
+            drop(inner);
+            // An unpark that came first makes this return at once.
+            thread::park();
+            inner = self.lock();
+            // Woken (and so taken off the list), or woken for nothing: off the list either way.
+            if let Some(i) = inner.sleepers.iter().rposition(|s| s.id == id) {
+                inner.sleepers.remove(i);
+            }
         }
     }
 
@@ -146,7 +184,7 @@ impl Queue {
                 .wait_timeout(inner, (deadline - now).min(stall))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
-            let sleeping = inner.sleeping;
+            let sleeping = inner.sleepers.len();
             if inner.taken == taken && !inner.items.is_empty() && sleeping > 0 && {
                 // Without the lock: `stuck` reads the workers' records.
                 drop(inner);
@@ -154,10 +192,12 @@ impl Queue {
                 inner = self.lock();
                 stalled
             } {
-                let wake = inner.sleeping.min(inner.items.len());
-                for _ in 0..wake {
-                    self.ready.notify_one();
-                }
+                let mut wake = Wake::default();
+                let n = inner.items.len();
+                inner.take_sleepers(n, &mut wake);
+                drop(inner);
+                wake.run();
+                inner = self.lock();
             }
             taken = inner.taken;
         }
@@ -172,8 +212,14 @@ impl Queue {
 
     /// Lets the workers finish what is queued and then return from `pop`.
     pub fn stop(&self) {
-        self.lock().stopped = true;
-        self.ready.notify_all();
+        let mut wake = Wake::default();
+        {
+            let mut inner = self.lock();
+            inner.stopped = true;
+            let n = inner.sleepers.len();
+            inner.take_sleepers(n, &mut wake);
+        }
+        wake.run();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

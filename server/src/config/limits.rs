@@ -33,7 +33,7 @@ pub(super) struct RawLimits {
     queue_timeout_ms: Option<Spanned<i64>>,
     max_lost_workers: Option<Spanned<i64>>,
     #[serde(default)]
-    plugins: BTreeMap<String, RawPluginLimits>,
+    plugins: BTreeMap<Spanned<String>, RawPluginLimits>,
 }
 
 /// `[limits.plugins.NAME]`.
@@ -183,8 +183,10 @@ impl RawLimits {
         )?;
         let mut plugins = BTreeMap::new();
         for (name, raw) in self.plugins {
+            let (span, name) = (name.span(), name.into_inner());
             if crate::plugin::plugin_name(Path::new(&format!("lib{name}.so"))) != Some(&name) {
-                return Err((None, format!("limits.plugins.{name}: not a plugin name")));
+                let why = format!("limits.plugins.{name:?}: not a plugin name");
+                return Err((Some(span), why));
             }
             let policy = raw.policy(&name)?;
             plugins.insert(name, policy);
@@ -216,5 +218,58 @@ impl RawPluginLimits {
             queue_timeout: ms(check(self.queue_timeout_ms, 0, BIG, "queue_timeout_ms")?),
             max_queued: check(self.max_queued, 1, 10_000_000, "max_queued")?.map(|n| n as usize),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    #[test]
+    fn plugin_limits_are_read_and_checked() {
+        let text = "[limits]\nhandler_timeout_ms = 500\nqueue_timeout_ms = 20\nmax_lost_workers = 3\n\
+                    [limits.plugins.slow]\nmax_concurrency = 2\nhandler_timeout_ms = 9000\n";
+        let c = Config::parse(text, Path::new("config.toml")).unwrap();
+        assert_eq!(c.limits.handler_timeout.as_millis(), 500);
+        assert_eq!(c.limits.queue_timeout.as_millis(), 20);
+        assert_eq!(c.limits.max_lost_workers, Some(3));
+        let slow = &c.plugin_limits["slow"];
+        assert_eq!(slow.max_concurrency, Some(2));
+        assert_eq!(slow.handler_timeout.map(|d| d.as_millis()), Some(9000));
+        assert_eq!((slow.queue_timeout, slow.max_queued), (None, None));
+        assert!(
+            c.plugin_settings.is_empty(),
+            "not the plugin's own settings"
+        );
+
+        let bad = [
+            (
+                "[limits.plugins.slow]\nmax_concurrency = 0\n",
+                2,
+                "limits.plugins.slow.max_concurrency",
+            ),
+            (
+                "[limits.plugins.slow]\nmax_concurency = 2\n",
+                2,
+                "max_concurency",
+            ),
+            (
+                "[limits.plugins.\"a b\"]\nmax_concurrency = 2\n",
+                1,
+                "not a plugin name",
+            ),
+            (
+                "[limits]\nhandler_timeout_ms = 0\n",
+                2,
+                "limits.handler_timeout_ms",
+            ),
+        ];
+        for (text, line, says) in bad {
+            let e = Config::parse(text, Path::new("config.toml")).unwrap_err();
+            assert_eq!(e.line, Some(line), "{text}: {e}");
+            assert!(e.to_string().contains(says), "{text}: {e}");
+        }
     }
 }
