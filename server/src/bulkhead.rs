@@ -236,6 +236,8 @@ impl Bulkheads {
                 &policies.get(&bulkhead.name).cloned().unwrap_or_default(),
                 workers,
             );
+            // A limit raised: waiting requests take the new places.
+            bulkhead.dispatch();
         }
     }
 
@@ -510,7 +512,10 @@ fn release(waiter: Waiter, admission: Admission) -> bool {
         }
         return false;
     };
-    waiter.slot.conn().admission = admission;
+    let old = std::mem::replace(&mut waiter.slot.conn().admission, admission);
+    // A parked connection's request took its admission when it ran; dropping a reserved place
+    // here would lock this bulkhead's queue again.
+    debug_assert!(matches!(old, Admission::Open));
     shared.queue.push(waiter.slot);
     true
 }

@@ -138,17 +138,16 @@ impl EventLoop {
             let shared = &self.shared;
             backlog = shared.queue.wait_until_hungry(
                 std::time::Duration::from_millis(until_tick),
-                |sleeping| {
-                    // Every awake worker is in a handler call that began a while ago.
+                |_sleeping| {
+                    // An awake worker is in a handler call that began a while ago: it may be
+                    // waiting, and the queue with it.
                     let now = clock.now();
-                    let records = shared.workers.records();
-                    let awake = records.len().saturating_sub(sleeping);
-                    let long = records
+                    shared
+                        .workers
+                        .records()
                         .iter()
                         .filter_map(|r| r.peek())
-                        .filter(|&(started, _, _)| started + LONG_CALL_MS <= now)
-                        .count();
-                    long >= awake
+                        .any(|(started, _, _)| started + LONG_CALL_MS <= now)
                 },
             );
 

@@ -15,10 +15,10 @@
 //! context switch costing more than the request. So a batch wakes at most one worker per core, the
 //! ones that slept last (a stack, not a condition variable's queue, so that the threads that work
 //! are few and their caches warm), and those take the rest; should they stop taking (stuck in handlers that wait), the loop sees the
-//! queue make no progress for [`STALL_MS`] while every awake worker is inside a handler that
-//! began that long ago, and wakes a worker for every connection still waiting. (No progress alone
-//! would also mean workers preempted on a busy machine; waking more of them then only adds
-//! context switches.)
+//! queue make no progress for [`STALL_MS`] while an awake worker is inside a handler that began a
+//! while ago, and wakes up to one more worker per core, each such millisecond, while connections
+//! wait. (No progress alone would also mean workers preempted on a busy machine; waking more of
+//! them then only adds context switches.)
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -164,9 +164,9 @@ impl Queue {
     }
 
     /// Loop: waits until the queue is empty (a worker took the last item), at most `timeout`.
-    /// When no item was taken for [`STALL_MS`] and `stuck(sleeping)` says the workers that are not
-    /// among the `sleeping` ones are all in long handler calls, wakes a sleeping worker for every
-    /// item left. Returns whether items
+    /// When no item was taken for [`STALL_MS`] and `stuck(sleeping)` says the awake workers are
+    /// held (one of them in a long handler call), wakes up to one more sleeping worker per core,
+    /// every such slice, while items are left. Returns whether items
     /// are left: the loop then polls for no longer than `STALL_MS` before it looks again.
     pub fn wait_until_hungry(&self, timeout: Duration, stuck: impl Fn(usize) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
@@ -193,7 +193,7 @@ impl Queue {
                 stalled
             } {
                 let mut wake = Wake::default();
-                let n = inner.items.len();
+                let n = inner.items.len().min(self.wake_limit);
                 inner.take_sleepers(n, &mut wake);
                 drop(inner);
                 wake.run();
@@ -208,6 +208,11 @@ impl Queue {
     /// Connections waiting now.
     pub fn len(&self) -> usize {
         self.lock().items.len()
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        self.lock().stopped
     }
 
     /// Lets the workers finish what is queued and then return from `pop`.

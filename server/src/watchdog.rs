@@ -136,13 +136,15 @@ fn time_out(shared: &Arc<Shared>, record: &Record, call: Claimed, now: u64, date
     shared.report_closed(call.token);
     let bulkhead = shared.bulkheads.by_id(call.bulkhead);
     let name = bulkhead.as_ref().map_or("-", |b| b.name());
-    // Let the worker go first: it must not wait on the spawn and the log line below.
-    record.written_off(call.bulkhead, format!("plugin {name}: {}", call.request));
+    // Counted lost before the worker can come back and count itself found.
+    let max = shared.max_lost_workers();
+    shared.workers.lose(max);
     if let Some(b) = &bulkhead {
         b.count_lost(true);
     }
-    let max = shared.max_lost_workers();
-    let replaced = shared.workers.lose(shared, max);
+    // Then the worker may go: it must not wait on the spawn and the log line below.
+    record.written_off(call.bulkhead, format!("plugin {name}: {}", call.request));
+    let replaced = shared.workers.top_up(shared, max);
     tracing::error!(
         plugin = name,
         request = %call.request,

@@ -112,7 +112,7 @@ impl Worker {
     pub fn run(mut self) {
         let shared = Arc::clone(&self.shared);
         // However this thread ends (a panic outside a turn too), the pool learns of it.
-        let _exit = Exit(Arc::clone(&shared), Arc::clone(&self.record));
+        let mut exit = Exit(Arc::clone(&shared), Arc::clone(&self.record), false);
         'serving: while let Some(slot) = shared.queue.pop() {
             // Requests already there when the loop queued it were received then.
             let mut arrived = slot.begin();
@@ -158,7 +158,8 @@ impl Worker {
                             b.count_lost(false);
                         }
                         if shared.workers.found(&shared, shared.max_lost_workers()) {
-                            // The pool is full without this thread.
+                            // The pool is full without this thread (and counted it gone).
+                            exit.2 = true;
                             break 'serving;
                         }
                         break;
@@ -238,9 +239,13 @@ impl Worker {
     ) -> Next {
         let [mut arrived, mut now] = times;
         let cap = limits.max_head_bytes + limits.max_body_bytes + READ_BUF;
-        let (mut eof, mut drained) = (false, false);
+        let (mut eof, mut drained, mut reads) = (false, false, 0u32);
         loop {
             let step = self.process(shared, limits, conn, buf, [arrived, now]);
+            if !self.out.is_empty() {
+                // Handlers ran: the write deadline and the next calls count from now.
+                now = shared.clock.now();
+            }
             if let Step::Lost { bulkhead } = step {
                 self.out.clear();
                 return Next::Lost { bulkhead };
@@ -302,18 +307,22 @@ impl Worker {
                 Ok(n) => {
                     buf.end += n;
                     drained = n < room;
-                    // A turn can last: what was just read arrived now, and calls start now.
-                    now = shared.clock.now();
-                    arrived = now;
+                    // A turn can last: what a later read brings arrived now, and its calls start
+                    // now. (The first read follows the turn's start at once, and its bytes were
+                    // there when the loop queued the connection.)
+                    if reads > 0 {
+                        now = shared.clock.now();
+                        arrived = now;
+                    }
+                    reads += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return closed_by(e, conn),
             }
         }
-        // The handler may have taken a while: deadlines count from now.
+        // Deadlines count from now: `now` was read after the last answers.
         let clock = &shared.clock;
-        let now = clock.now();
         if buf.is_empty() {
             if shared.draining.load(Ordering::Acquire) {
                 return Next::Close;
@@ -720,12 +729,12 @@ fn linger(conn: &mut Conn, now: u64) -> Next {
     }
 }
 
-/// Tells the pool that a worker thread ends, when dropped.
-struct Exit(Arc<Shared>, Arc<Record>);
+/// Tells the pool that a worker thread ends, when dropped; `.2`: the pool counted it already.
+struct Exit(Arc<Shared>, Arc<Record>, bool);
 
 impl Drop for Exit {
     fn drop(&mut self) {
-        self.0.workers.exit(&self.1);
+        self.0.workers.exit(&self.0, &self.1, self.2);
     }
 }
 

@@ -90,11 +90,17 @@ impl Workers {
         }
     }
 
-    /// A thread is about to return: forget its record.
-    pub fn exit(&self, record: &Arc<Record>) {
+    /// A thread is about to return: forget its record, and (unless [`found`](Self::found) did)
+    /// count it gone. A thread that ends while the pool serves (a panic) is replaced.
+    pub fn exit(&self, shared: &Arc<Shared>, record: &Arc<Record>, counted: bool) {
         self.forget(record);
         let mut counts = self.lock_counts();
-        counts.live -= 1;
+        if !counted {
+            counts.live -= 1;
+            if !shared.queue.is_stopped() {
+                self.top_up_counted(shared, &mut counts, shared.max_lost_workers());
+            }
+        }
         self.exited.notify_all();
     }
 
@@ -106,32 +112,39 @@ impl Workers {
         });
     }
 
-    /// Watchdog: one more thread is stuck. Starts a replacement while at most `max` are stuck;
-    /// returns whether it did.
-    pub fn lose(&self, shared: &Arc<Shared>, max: usize) -> bool {
+    /// Watchdog: one more thread is stuck (counted before the thread is let go, so that its
+    /// return cannot be counted first).
+    pub fn lose(&self, max: usize) {
         let mut counts = self.lock_counts();
         counts.lost += 1;
-        let replaced = self.top_up(shared, &mut counts, max);
         self.publish(&counts, max);
-        replaced
+    }
+
+    /// Starts threads until the pool has its size, while at most `max` are stuck; returns whether
+    /// it started any.
+    pub fn top_up(&self, shared: &Arc<Shared>, max: usize) -> bool {
+        let mut counts = self.lock_counts();
+        self.top_up_counted(shared, &mut counts, max)
     }
 
     /// A stuck thread's handler returned. Returns whether that thread should exit (the pool is
-    /// full without it); otherwise it serves again.
+    /// full without it), in which case it is counted gone here (`exit` with `counted`);
+    /// otherwise it serves again.
     pub fn found(&self, shared: &Arc<Shared>, max: usize) -> bool {
         let mut counts = self.lock_counts();
         counts.lost -= 1;
         let exit = counts.serving() > shared.workers_wanted;
-        if !exit {
+        if exit {
+            counts.live -= 1;
+        } else {
             // Threads stuck past the bound were not replaced; now that fewer are, they can be.
-            self.top_up(shared, &mut counts, max);
+            self.top_up_counted(shared, &mut counts, max);
         }
         self.publish(&counts, max);
         exit
     }
 
-    /// Starts threads until the pool has its size, while at most `max` are stuck.
-    fn top_up(&self, shared: &Arc<Shared>, counts: &mut Counts, max: usize) -> bool {
+    fn top_up_counted(&self, shared: &Arc<Shared>, counts: &mut Counts, max: usize) -> bool {
         let mut started = false;
         while counts.lost <= max && counts.serving() < shared.workers_wanted {
             if let Err(e) = self.spawn_counted(shared, counts) {
