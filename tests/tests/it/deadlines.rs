@@ -237,3 +237,21 @@ fn a_process_with_more_stuck_workers_than_it_may_replace_is_replaced_gracefully(
     );
     assert_ne!(now, first, "a new server process serves");
 }
+
+#[test]
+fn time_waiting_for_a_worker_counts_toward_the_deadline() {
+    // One worker, held for 1.5 s by a slow call (the slow plugin's own deadline): a request
+    // queued behind it, under the server's 300 ms, is taken by the replacement long after its
+    // deadline passed, and gets 503 without running.
+    let config =
+        "[limits]\nhandler_timeout_ms = 300\n[limits.plugins.slow]\nhandler_timeout_ms = 1500\n";
+    let host =
+        HostProcess::start_with_args(&["libhello.so", "libslow.so"], config, &["--workers", "1"]);
+    let mut slow = start(&host, "/slow/sleep/3000");
+    wait_calls(&host, 1);
+    let r = host.connect().get("/hello");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.text().contains("waited past its deadline"), "{r:?}");
+    assert_eq!(slow.reply().status, 504);
+    assert_eq!(host.connect().get("/hello").status, 200, "in time, it runs");
+}

@@ -1,0 +1,175 @@
+//! [`Call`]: how a [`Handler`](crate::Handler) answers a request and puts it in a bulkhead, and the
+//! [`Permit`] that holds its place. The bulkheads themselves are in `mod.rs`.
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plugin_api::ResponseView;
+
+use super::{Bulkhead, Reserved};
+use crate::running::Record;
+use crate::server::Shared;
+
+/// A place in a bulkhead, held until dropped. Returned by [`Call::enter`].
+pub struct Permit<'a> {
+    held: Option<(&'a Arc<Bulkhead>, &'a Record)>,
+}
+
+/// One request on its way through a [`Handler`](crate::Handler): how it is answered, and the
+/// bulkhead it runs in.
+pub struct Call<'a> {
+    respond: &'a mut dyn FnMut(ResponseView<'_>),
+    gate: Option<Gate<'a>>,
+    declined: Option<Declined>,
+    responded: bool,
+}
+
+/// What the server knows of the request, to admit it.
+pub(crate) struct Gate<'a> {
+    pub shared: &'a Shared,
+    pub record: &'a Record,
+    /// When the request was received, and now (clock milliseconds).
+    pub received: u64,
+    pub now: u64,
+    pub default_timeout: Duration,
+    pub fd: RawFd,
+    /// A place reserved for this request while it waited.
+    pub granted: Option<Reserved>,
+}
+
+/// Why a handler did not run.
+pub(crate) enum Declined {
+    /// Its bulkhead is full: park the connection there, until this deadline.
+    Busy(Arc<Bulkhead>, u64),
+    /// It waited past its deadline: `503`.
+    Expired,
+    /// Its client left while it waited: close.
+    Gone,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if let Some((bulkhead, record)) = self.held {
+            record.leave();
+            bulkhead.exit();
+        }
+    }
+}
+
+impl<'a> Call<'a> {
+    /// A call outside any server: `enter` always admits.
+    pub(crate) fn ungated(respond: &'a mut dyn FnMut(ResponseView<'_>)) -> Call<'a> {
+        Call {
+            respond,
+            gate: None,
+            declined: None,
+            responded: false,
+        }
+    }
+
+    pub(crate) fn gated(respond: &'a mut dyn FnMut(ResponseView<'_>), gate: Gate<'a>) -> Call<'a> {
+        Call {
+            respond,
+            gate: Some(gate),
+            declined: None,
+            responded: false,
+        }
+    }
+
+    /// Answers the request. Only the first answer counts, and none once the call ran past its
+    /// deadline (the client was answered `504` already) or after [`enter`](Self::enter) said no.
+    pub fn respond(&mut self, response: ResponseView<'_>) {
+        if self.declined.is_none() && self.gate.as_ref().is_none_or(|g| g.record.is_running()) {
+            self.responded = true;
+            (self.respond)(response);
+        }
+    }
+
+    /// Whether the call ran past its deadline: the client was answered without it.
+    pub fn timed_out(&self) -> bool {
+        self.gate.as_ref().is_some_and(|g| !g.record.is_running())
+    }
+
+    /// Takes a place in `bulkhead` for the rest of the call. `None`: the request must not run
+    /// now; return without answering, and the server parks it, answers it `503`, or drops it
+    /// because its client left.
+    pub fn enter<'b>(&mut self, bulkhead: &'b Arc<Bulkhead>) -> Option<Permit<'b>>
+    where
+        'a: 'b,
+    {
+        let Some(gate) = self.gate.as_mut() else {
+            return Some(Permit { held: None });
+        };
+        if self.responded || self.declined.is_some() {
+            // Answered already, or told no: there is nothing left to limit.
+            return Some(Permit { held: None });
+        }
+        let deadline = bulkhead.deadline(gate.received, gate.default_timeout);
+        // A place reserved in another bulkhead (the routes changed while it waited) is given
+        // back when `granted` drops.
+        let granted = match gate.granted.take() {
+            Some(mut place) if place.0.as_ref().is_some_and(|b| Arc::ptr_eq(b, bulkhead)) => {
+                place.take().is_some()
+            }
+            _ => false,
+        };
+        if granted {
+            let declined = if gate.now > deadline {
+                Some(Declined::Expired)
+            } else if peer_gone(gate.fd) {
+                Some(Declined::Gone)
+            } else {
+                None
+            };
+            if let Some(declined) = declined {
+                bulkhead.exit();
+                self.declined = Some(declined);
+                return None;
+            }
+        } else if gate.now > deadline {
+            self.declined = Some(Declined::Expired);
+            return None;
+        } else if !bulkhead.try_enter(gate.shared, gate.now) {
+            self.declined = Some(Declined::Busy(Arc::clone(bulkhead), deadline));
+            return None;
+        }
+        let record: &'b Record = gate.record;
+        record.enter(bulkhead.id, deadline);
+        Some(Permit {
+            held: Some((bulkhead, record)),
+        })
+    }
+
+    /// Server: why the handler did not run, if it did not (a reserved place it did not use is
+    /// given back as the call drops).
+    pub(crate) fn finish(self) -> Option<Declined> {
+        self.declined
+    }
+}
+
+/// Whether the peer closed or reset the connection, without taking any byte it sent. A client
+/// that closed its sending side while its request waited counts as gone, as nginx takes it (its
+/// 499): an HTTP client that half-closes and still waits for an answer is rare, and the request
+/// it abandoned would hold a place for nothing.
+fn peer_gone(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `fd` is the connection's socket, open for the whole call (its `Conn` is borrowed by
+    // the worker that runs it); the buffer is one valid byte; MSG_PEEK leaves the data queued.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => true,
+        n if n > 0 => false,
+        _ => !matches!(
+            std::io::Error::last_os_error().kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        ),
+    }
+}
