@@ -25,23 +25,16 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from run import ROOT, Server, log
+
 PORT, ADMIN = 18093, 18094
-PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
 
 
 def build():
@@ -52,7 +45,9 @@ def build():
                     "hello", "-p", "slow"], cwd=ROOT, check=True)
 
 
-class Host:
+class Host(Server):
+    """The release host serving `hello` and `slow` with `workers` workers (run.py's `Server`)."""
+
     def __init__(self, tmp, workers, port, admin=False):
         target = os.path.join(ROOT, "target", "release")
         plugins = os.path.join(tmp, "plugins")
@@ -65,62 +60,10 @@ class Host:
                     "[limits]\nhandler_timeout_ms = 10000\nmax_connections = 20000\n")
             if admin:
                 f.write(f'[admin]\nlisten = "127.0.0.1:{ADMIN}"\n')
-        self.port = port
-        self.proc = subprocess.Popen(
-            [os.path.join(target, "mini-async-http"), "--config", config, "--plugins", plugins],
-            cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError("the host exited at start")
-                time.sleep(0.05)
-        raise RuntimeError("the host did not start listening")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def pids(self):
-        pids = {self.proc.pid}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        if int(f.read().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                            pids.add(int(entry))
-                except OSError:
-                    pass
-        return pids
-
-    def cpu_seconds(self):
-        total = 0
-        for pid in self.pids():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-            except OSError:
-                pass
-        return total / CLK_TCK
-
-    def rss_kib(self):
-        total = 0
-        for pid in self.pids():
-            try:
-                with open(f"/proc/{pid}/statm") as f:
-                    total += int(f.read().split()[1]) * PAGE_KIB
-            except OSError:
-                pass
-        return total
+        super().__init__(f"{workers} workers", [os.path.join(target, "mini-async-http"),
+                                                "--config", config, "--plugins", plugins],
+                         port, cwd=tmp)
+        self.start()
 
 
 def status():

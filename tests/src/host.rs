@@ -348,6 +348,19 @@ impl HostProcess {
             .sum()
     }
 
+    /// The admin listener's address, from its log line (`[admin] listen` must be set).
+    ///
+    /// # Panics
+    /// If the line does not come within 30 s.
+    pub fn admin(&self) -> SocketAddr {
+        let line = self.wait_for_log("admin listening", Duration::from_secs(30));
+        line.split("addr=")
+            .nth(1)
+            .and_then(|a| a.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
     /// Sends `signal` (e.g. `"TERM"`, `"HUP"`) to the host.
     ///
     /// # Panics

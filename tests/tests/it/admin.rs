@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::Duration;
 
 use integration_tests::{Client, HostProcess};
 
@@ -13,13 +12,7 @@ fn start() -> (HostProcess, SocketAddr, Client) {
         &["libhello.so", "libpanicky.so"],
         "[admin]\nlisten = \"127.0.0.1:0\"\n",
     );
-    let line = host.wait_for_log("admin listening", Duration::from_secs(20));
-    let addr = line
-        .split("addr=")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .unwrap();
-    let admin = addr.parse().unwrap();
+    let admin = host.admin();
     let mut c = host.connect();
     for _ in 0..3 {
         assert_eq!(c.get("/hello").status, 200);

@@ -13,16 +13,6 @@ fn crash(host: &HostProcess, route: &str) {
     host.connect().send(get(route)).expect_closed();
 }
 
-/// The admin listener's address, from its log line.
-fn admin(host: &HostProcess) -> std::net::SocketAddr {
-    let line = host.wait_for_log("admin listening", WAIT);
-    line.split("addr=")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-}
-
 /// Polls `path` until its plugin answers 200, or 503 for quarantine (not the 503 of a plugin still
 /// loading); returns which.
 fn wait_until_answered(host: &HostProcess, path: &str) -> u16 {
@@ -38,7 +28,7 @@ fn wait_until_answered(host: &HostProcess, path: &str) -> u16 {
 }
 
 fn status(host: &HostProcess) -> serde_json::Value {
-    let r = Client::connect(admin(host)).get("/status");
+    let r = Client::connect(host.admin()).get("/status");
     serde_json::from_slice(&r.body).expect("JSON")
 }
 
@@ -128,7 +118,7 @@ fn the_third_crash_quarantines_and_a_rebuild_or_sighup_lifts_it() {
     assert_eq!(r.status, 503, "{r:?}");
     assert!(r.text().contains("plugin chaos is quarantined"), "{r:?}");
     assert_eq!(host.connect().get("/hello").text(), "Hello");
-    let metrics = Client::connect(admin(&host))
+    let metrics = Client::connect(host.admin())
         .get("/metrics")
         .text()
         .to_owned();

@@ -22,16 +22,6 @@ fn wait_calls(host: &HostProcess, n: usize) {
     host.wait_for_nth_log("slow call ", n, Duration::from_secs(30));
 }
 
-/// The admin listener's address, from its log line.
-fn admin(host: &HostProcess) -> std::net::SocketAddr {
-    let line = host.wait_for_log("admin listening", WAIT);
-    line.split("addr=")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-}
-
 /// Sends a request on a connection of its own and keeps the connection.
 fn start(host: &HostProcess, path: &str) -> Client {
     let mut c = host.connect();
@@ -83,7 +73,7 @@ fn a_handler_past_its_deadline_gets_504_on_time_and_its_worker_is_replaced() {
     // replacement.
     let r = host.connect().get("/hello");
     assert_eq!(r.status, 200, "the replacement worker serves: {r:?}");
-    let metrics = Client::connect(admin(&host)).get("/metrics");
+    let metrics = Client::connect(host.admin()).get("/metrics");
     for line in [
         "mah_plugin_timeouts_total{plugin=\"slow\"} 1",
         "mah_plugin_lost_workers{plugin=\"slow\"} 1",
@@ -97,7 +87,7 @@ fn a_handler_past_its_deadline_gets_504_on_time_and_its_worker_is_replaced() {
             metrics.text()
         );
     }
-    let status = Client::connect(admin(&host)).get("/status");
+    let status = Client::connect(host.admin()).get("/status");
     let status: serde_json::Value = serde_json::from_slice(&status.body).expect("JSON");
     let slow = status["plugins"]
         .as_array()
