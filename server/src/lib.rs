@@ -8,6 +8,9 @@
 //! - `pool.rs` queues ready connections for the worker threads; `worker.rs` is a worker: read,
 //!   parse (`http/parse.rs`, `http/body.rs`), call the handler, encode (`http/encode.rs`), write.
 //! - `conn.rs` is one connection and the atomic state that says which thread owns it.
+//! - `watchdog.rs` answers `504` for handlers past their deadline and `workers.rs` replaces their
+//!   threads (`running.rs` is what each worker runs now); [`Bulkheads`] (`bulkhead/`) bound how
+//!   many workers one kind of request (the host: one plugin) holds, through [`Call::enter`].
 //! - [`Limits`] (`limits.rs`) bounds what a client can make the server hold.
 //! - [`Request`], [`Response`] and [`ResponseBuilder`] come from `plugin-api`, so an in-process
 //!   handler and a plugin's handler are written the same way.
@@ -15,7 +18,7 @@
 //! The host binary adds the plugins on top: `host.rs` is one server process (configuration,
 //! [`plugin::Registry`], the server, hot reload); `supervisor/` is the parent process that binds
 //! the socket, runs and restarts server processes, quarantines crashing plugins and serves
-//! `admin.rs`; `crash.rs` records what each thread runs, for the supervisor to name the culprit.
+//! `admin/`; `crash/` records what each thread runs, for the supervisor to name the culprit.
 //!
 //! # Portability
 //! Unix only: the control channel is a `UnixDatagram` pair, as in the seed.
