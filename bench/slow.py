@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 
-from run import ROOT, Server, log
+from run import ROOT, Server, log, parse_wrk
 
 PORT, ADMIN = 18093, 18094
 
@@ -80,17 +80,8 @@ def wrk(port, duration, host=None):
     out = subprocess.run(["wrk", "-t1", "-c64", f"-d{duration}s", "--latency",
                           f"http://127.0.0.1:{port}/hello"],
                          check=True, capture_output=True, text=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
-    errors = 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        errors += sum(int(g) for g in m.groups())
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        errors += int(m.group(1))
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    parsed = parse_wrk(out)
+    requests, rps, p99, errors = (parsed[k] for k in ("requests", "rps", "p99_ms", "errors"))
     if errors:
         log("  wrk reported errors:\n" + "\n".join(
             line for line in out.splitlines() if "errors" in line or "Non-2xx" in line))

@@ -14,7 +14,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::conn::{Conn, Slot};
 use crate::control::{self, ControlMsg};
-use crate::http::encode::{DateCache, encode_busy};
+use crate::http::encode::{DateCache, Persist, encode_busy};
 use crate::pool::STALL_MS;
 use crate::server::Shared;
 
@@ -328,7 +328,8 @@ impl EventLoop {
                 }
             }
             let mut out = Vec::with_capacity(256);
-            encode_busy(&mut out, self.date.now());
+            let why = "server busy, retry shortly\n";
+            encode_busy(&mut out, why, false, Persist::Close, self.date.now());
             let _ = stream.write(&out);
             tracing::debug!(peer = %conn.peer, "refused: the work queue is full");
             self.shared

@@ -21,7 +21,7 @@ use crate::Limits;
 use crate::bulkhead::{Admission, Bulkhead, Call, Declined, Gate};
 use crate::conn::{Conn, InBuf, Slot};
 use crate::http::body::Chunked;
-use crate::http::encode::{CONTINUE, DateCache, encode, encode_error, persist};
+use crate::http::encode::{CONTINUE, DateCache, encode, encode_busy, encode_error, persist};
 use crate::http::parse::{Framing, Head, Reject, parse_head};
 use crate::running::{self, Ended, Record};
 use crate::server::Shared;
@@ -176,7 +176,7 @@ impl Worker {
         match bulkhead.park(Arc::clone(slot), &self.shared, now, deadline) {
             Ok(()) => true,
             Err(_) => {
-                slot.conn().admission = Admission::Refused("the plugin's queue is full");
+                slot.conn().admission = Admission::Refused("the plugin's queue is full\n");
                 false
             }
         }
@@ -505,7 +505,7 @@ impl Worker {
         // Queued time counts: the server-wide deadline bounds the wait for a worker (a bulkhead's
         // own deadline is checked when the request enters it).
         if granted.is_none() && now > deadline {
-            return self.refuse(head, "the request waited past its deadline", draining());
+            return self.refuse(head, "the request waited past its deadline\n", draining());
         }
         let Some(fd) = conn.stream.as_ref().map(|s| s.as_raw_fd()) else {
             return Answer::Gone;
@@ -570,7 +570,7 @@ impl Worker {
         match declined {
             Some(Declined::Busy(bulkhead, deadline)) => return Answer::Park(bulkhead, deadline),
             Some(Declined::Expired) => {
-                return self.refuse(head, "the request waited past its deadline", draining());
+                return self.refuse(head, "the request waited past its deadline\n", draining());
             }
             Some(Declined::Gone) => return Answer::Gone,
             None => {}
@@ -592,24 +592,12 @@ impl Worker {
         Answer::Sent { close: closing }
     }
 
-    /// Answers `503` with `Retry-After` without calling the handler (RFC 9110 §15.6.4).
+    /// Answers `503` with `Retry-After` without calling the handler; `why` is a line.
     fn refuse(&mut self, head: &Head<'_>, why: &str, draining: bool) -> Answer {
         let closing = !head.keep_alive || draining;
-        let response = ResponseBuilder::new(503)
-            .header("retry-after", "1")
-            .content_type("text/plain; charset=utf-8")
-            .body(format!("{why}\n"))
-            .build()
-            .expect("a constant response is valid");
-        let date = self.date.get();
+        let persist = persist(head.version, closing);
         let head_only = head.method == "HEAD";
-        encode(
-            &mut self.out,
-            response.view(),
-            head_only,
-            persist(head.version, closing),
-            date,
-        );
+        encode_busy(&mut self.out, why, head_only, persist, self.date.get());
         Answer::Sent { close: closing }
     }
 

@@ -123,7 +123,7 @@ pub(crate) enum Admission {
     Open,
     /// A place in this bulkhead is reserved for it.
     Granted(Reserved),
-    /// It is answered `503` with `Retry-After`, for this reason.
+    /// It is answered `503` with `Retry-After`, for this reason (a line).
     Refused(&'static str),
 }
 
@@ -425,9 +425,9 @@ impl Bulkhead {
         for waiter in expired {
             self.refused.fetch_add(1, Ordering::Relaxed);
             let why = if now > waiter.deadline {
-                "the request waited past its deadline"
+                "the request waited past its deadline\n"
             } else {
-                "the plugin is at its concurrency limit"
+                "the plugin is at its concurrency limit\n"
             };
             release(waiter, Admission::Refused(why));
         }

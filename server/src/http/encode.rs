@@ -66,19 +66,25 @@ pub(crate) fn encode_error(out: &mut Vec<u8>, status: u16, why: &str, date: &[u8
     out.push(b'\n');
 }
 
-/// Appends the `503` for a server too busy to queue the request, with `Retry-After` (RFC 9110
-/// §10.2.3, §15.6.4).
-pub(crate) fn encode_busy(out: &mut Vec<u8>, date: &[u8]) {
-    const WHY: &str = "server busy, retry shortly\n";
-    status_line(out, 503);
-    out.extend_from_slice(b"date: ");
-    out.extend_from_slice(date);
-    out.extend_from_slice(
-        b"\r\nretry-after: 1\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ",
-    );
-    push_decimal(out, WHY.len() as u64);
-    out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
-    out.extend_from_slice(WHY.as_bytes());
+/// The header lines of every `503` that asks the client to come back.
+const BUSY_HEAD: &[u8] = b"retry-after: 1\r\ncontent-type: text/plain; charset=utf-8\r\n";
+
+/// Appends a `503` with `Retry-After` (RFC 9110 §10.2.3, §15.6.4) whose body is `why`, a line
+/// ending in `\n`: for a server too busy to queue a request, or a request refused by a bulkhead.
+pub(crate) fn encode_busy(
+    out: &mut Vec<u8>,
+    why: &str,
+    head_only: bool,
+    persist: Persist,
+    date: &[u8],
+) {
+    let view = ResponseView {
+        status: 503,
+        head: BUSY_HEAD,
+        body: why.as_bytes(),
+        close: false,
+    };
+    encode(out, view, head_only, persist, date);
 }
 
 /// The interim `100 Continue` (RFC 9110 §15.2.1).
