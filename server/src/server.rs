@@ -323,7 +323,7 @@ impl ServerHandle {
                 queue_depth: shared.queue.len(),
                 refused_busy_total: shared.stats.refused_busy.load(Ordering::Relaxed),
                 lost_workers: shared.workers.lost(),
-                needs_replacement: shared.workers.exhausted(),
+                needs_replacement: shared.workers.exhausted(shared.max_lost_workers()),
             }),
             _ => None,
         }

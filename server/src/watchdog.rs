@@ -106,7 +106,7 @@ fn tick(shared: &Arc<Shared>, date: &mut DateCache, last_exhausted_log: &mut Opt
     for bulkhead in shared.bulkheads.all() {
         bulkhead.expire(now, limits.queue_timeout);
     }
-    if shared.workers.exhausted() {
+    if shared.workers.exhausted(shared.max_lost_workers()) {
         if last_exhausted_log.is_none_or(|t| now >= t + EXHAUSTED_LOG_MS) {
             *last_exhausted_log = Some(now);
             tracing::error!(
@@ -138,7 +138,7 @@ fn time_out(shared: &Arc<Shared>, record: &Record, call: Claimed, now: u64, date
     let name = bulkhead.as_ref().map_or("-", |b| b.name());
     // Counted lost before the worker can come back and count itself found.
     let max = shared.max_lost_workers();
-    shared.workers.lose(max);
+    shared.workers.lose();
     if let Some(b) = &bulkhead {
         b.count_lost(true);
     }

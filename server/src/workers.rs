@@ -11,7 +11,7 @@
 //! [`ServerStats::needs_replacement`]: crate::ServerStats::needs_replacement
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,10 +31,6 @@ pub(crate) struct Workers {
     /// Threads alive and threads stuck, changed together (rarely: start, exit, write-off).
     counts: Mutex<Counts>,
     exited: Condvar,
-    /// More threads are stuck than `max_lost_workers` (a copy of what `counts` says).
-    exhausted: AtomicBool,
-    /// Threads stuck now (a copy of `counts.lost`, for the statistics).
-    lost: AtomicUsize,
     /// Names threads `worker-N`.
     next: AtomicUsize,
 }
@@ -114,10 +110,9 @@ impl Workers {
 
     /// Watchdog: one more thread is stuck (counted before the thread is let go, so that its
     /// return cannot be counted first).
-    pub fn lose(&self, max: usize) {
+    pub fn lose(&self) {
         let mut counts = self.lock_counts();
         counts.lost += 1;
-        self.publish(&counts, max);
     }
 
     /// Starts threads until the pool has its size, while at most `max` are stuck; returns whether
@@ -140,7 +135,6 @@ impl Workers {
             // Threads stuck past the bound were not replaced; now that fewer are, they can be.
             self.top_up_counted(shared, &mut counts, max);
         }
-        self.publish(&counts, max);
         exit
     }
 
@@ -156,19 +150,14 @@ impl Workers {
         started
     }
 
-    fn publish(&self, counts: &Counts, max: usize) {
-        self.lost.store(counts.lost, Ordering::Relaxed);
-        self.exhausted.store(counts.lost > max, Ordering::Relaxed);
-    }
-
     /// Threads stuck now.
     pub fn lost(&self) -> usize {
-        self.lost.load(Ordering::Relaxed)
+        self.lock_counts().lost
     }
 
-    /// More threads are stuck than may be replaced: only a new process gets the pool back.
-    pub fn exhausted(&self) -> bool {
-        self.exhausted.load(Ordering::Relaxed)
+    /// More threads are stuck than `max` may be replaced: only a new process gets the pool back.
+    pub fn exhausted(&self, max: usize) -> bool {
+        self.lock_counts().lost > max
     }
 
     /// Shutdown: waits up to `grace` for every thread that is not inside a handler to return, and
