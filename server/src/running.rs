@@ -88,6 +88,7 @@ pub(crate) struct Claimed {
 impl Record {
     /// Worker: a handler call begins. The request bytes must stay alive and unchanged until
     /// [`end`](Self::end) returns.
+    #[inline]
     pub fn begin(&self, call: &Call<'_>) {
         self.started.store(call.started, Relaxed);
         self.deadline.store(call.deadline, Relaxed);
@@ -107,17 +108,20 @@ impl Record {
     }
 
     /// Worker: the call moved into a bulkhead (index + 1) with its own deadline.
+    #[inline]
     pub fn enter(&self, bulkhead: usize, deadline: u64) {
         self.bulkhead.store(bulkhead, Relaxed);
         self.deadline.store(deadline, Relaxed);
     }
 
     /// Worker: the call left its bulkhead.
+    #[inline]
     pub fn leave(&self) {
         self.bulkhead.store(0, Relaxed);
     }
 
     /// Worker: the handler returned. Waits while the watchdog is answering for it.
+    #[inline]
     pub fn end(&self) -> Ended {
         match self.state.compare_exchange(RUNNING, IDLE, AcqRel, Acquire) {
             Ok(_) => Ended::InTime,
@@ -136,6 +140,7 @@ impl Record {
     }
 
     /// Whether a call is running and not yet written off.
+    #[inline]
     pub fn is_running(&self) -> bool {
         self.state.load(Acquire) == RUNNING
     }

@@ -49,6 +49,7 @@ pub(crate) enum Declined {
 }
 
 impl Drop for Permit<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some((bulkhead, record)) = self.held {
             record.leave();
@@ -68,6 +69,7 @@ impl<'a> Call<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn gated(respond: &'a mut dyn FnMut(ResponseView<'_>), gate: Gate<'a>) -> Call<'a> {
         Call {
             respond,
@@ -79,6 +81,7 @@ impl<'a> Call<'a> {
 
     /// Answers the request. Only the first answer counts, and none once the call ran past its
     /// deadline (the client was answered `504` already) or after [`enter`](Self::enter) said no.
+    #[inline]
     pub fn respond(&mut self, response: ResponseView<'_>) {
         if self.declined.is_none() && self.gate.as_ref().is_none_or(|g| g.record.is_running()) {
             self.responded = true;
@@ -94,6 +97,7 @@ impl<'a> Call<'a> {
     /// Takes a place in `bulkhead` for the rest of the call. `None`: the request must not run
     /// now; return without answering, and the server parks it, answers it `503`, or drops it
     /// because its client left.
+    #[inline]
     pub fn enter<'b>(&mut self, bulkhead: &'b Arc<Bulkhead>) -> Option<Permit<'b>>
     where
         'a: 'b,
@@ -143,6 +147,7 @@ impl<'a> Call<'a> {
 
     /// Server: why the handler did not run, if it did not (a reserved place it did not use is
     /// given back as the call drops).
+    #[inline]
     pub(crate) fn finish(self) -> Option<Declined> {
         self.declined
     }

@@ -270,6 +270,7 @@ impl Bulkhead {
     }
 
     /// The deadline of a request received at `received`.
+    #[inline]
     pub(crate) fn deadline(&self, received: u64, default: Duration) -> u64 {
         let ms = match self.timeout_ms.load(Ordering::Relaxed) {
             0 => default.as_millis() as u64,
@@ -281,6 +282,7 @@ impl Bulkhead {
     /// Takes a place if there is one (or, at the default limit, if the bulkhead may borrow).
     /// A free place is taken even while requests wait: a place freed while they wait is handed
     /// straight to them (`exit`), so one found free was free for everyone.
+    #[inline]
     fn try_enter(&self, shared: &Shared, now: u64) -> bool {
         let cap = self.cap.load(Ordering::Relaxed);
         if self.take_below(cap) {
@@ -299,6 +301,7 @@ impl Bulkhead {
     }
 
     /// Takes a place while fewer than `bound` are taken.
+    #[inline]
     fn take_below(&self, bound: usize) -> bool {
         let mut n = self.in_flight.load(Ordering::Relaxed);
         while n < bound {
@@ -316,6 +319,7 @@ impl Bulkhead {
     }
 
     /// Gives a place back: to the first request waiting if there is one, else to everyone.
+    #[inline]
     fn exit(self: &Arc<Self>) {
         if self.proven.load(Ordering::Relaxed) < PROVEN {
             self.proven.fetch_add(1, Ordering::Relaxed);
