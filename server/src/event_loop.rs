@@ -16,7 +16,7 @@ use crate::conn::{Conn, Slot};
 use crate::control::{self, ControlMsg};
 use crate::http::encode::{DateCache, Persist, encode_busy};
 use crate::pool::STALL_MS;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// What the loop runs on a `Reload` message: it must hand the work to another thread.
 pub(crate) type ReloadHook = Box<dyn FnMut(u64) + Send>;
@@ -157,6 +157,8 @@ impl EventLoop {
                 self.accept();
             }
             if now >= next_tick {
+                // Closes whose datagram was lost are taken here (see `shared::Closed`).
+                self.forget_closed();
                 self.close_expired(now);
                 next_tick = now + TICK_MS;
             }
@@ -242,14 +244,7 @@ impl EventLoop {
         control::drain(&self.control, |msg| messages.push(msg))?;
         for msg in messages {
             match msg {
-                ControlMsg::Closed(_) => {
-                    let closed = std::mem::take(
-                        &mut *self.shared.closed.lock().unwrap_or_else(|e| e.into_inner()),
-                    );
-                    for token in closed {
-                        self.forget(token);
-                    }
-                }
+                ControlMsg::Closed(_) => self.forget_closed(),
                 ControlMsg::Shutdown => self.begin_drain(),
                 ControlMsg::Reload(tag) => match self.reload.as_mut() {
                     Some(hook) => hook(tag),
@@ -316,7 +311,7 @@ impl EventLoop {
     /// to write, or closing): that one must go to a worker.
     fn refuse(&mut self, slot: &Slot) -> bool {
         let mut conn = slot.conn();
-        if !conn.output.is_empty() || conn.linger_until != 0 || conn.close_after_flush {
+        if conn.mid_exchange() {
             return false;
         }
         if let Some(stream) = conn.stream.as_mut() {
@@ -359,6 +354,13 @@ impl EventLoop {
                 }
                 self.forget(token);
             }
+        }
+    }
+
+    /// Forgets the connections workers closed.
+    fn forget_closed(&mut self) {
+        for token in self.shared.take_closed() {
+            self.forget(token);
         }
     }
 

@@ -46,7 +46,7 @@ pub fn parse_head(data: &[u8]) {
 }
 
 /// Decodes `data[1..]` as a chunked body, whole and in pieces whose sizes come from `data[0]`; the
-/// results must agree. (Content-Length bodies need no decoding; `worker.rs` slices them.)
+/// results must agree. (Content-Length bodies need no decoding; `worker/framing.rs` slices them.)
 pub fn bodies(data: &[u8]) {
     let Some((&seed, input)) = data.split_first() else {
         return;

@@ -5,9 +5,13 @@
 //!   closure and call `start`. [`ServerHandle`] waits for it and shuts it down.
 //! - `event_loop.rs` is its one mio event loop: accept, readiness, timers, the control channel
 //!   (`control.rs`, a `UnixDatagram` pair). It computes nothing.
-//! - `pool.rs` queues ready connections for the worker threads; `worker.rs` is a worker: read,
-//!   parse (`http/parse.rs`, `http/body.rs`), call the handler, encode (`http/encode.rs`), write.
-//! - `conn.rs` is one connection and the atomic state that says which thread owns it.
+//! - `pool.rs` queues ready connections for the worker threads; `worker/` is a worker: a turn on
+//!   a connection (`mod.rs`), finding its requests (`framing.rs`, over `http/parse.rs` and
+//!   `http/body.rs`), calling the handler (`dispatch.rs`, [`Handler`] in `handler.rs`), and its
+//!   socket I/O (`io.rs`); `http/encode.rs` writes the responses.
+//! - `conn/` is one connection: the states it is in (`Reading` and `Writing`) and the
+//!   atomic state that says which thread owns it (`slot.rs`). `shared.rs` is what the loop, the
+//!   workers and the watchdog share.
 //! - `watchdog.rs` answers `504` for handlers past their deadline and `workers.rs` replaces their
 //!   threads (`running.rs` is what each worker runs now); [`Bulkheads`] (`bulkhead/`) bound how
 //!   many workers one kind of request (the host: one plugin) holds, through [`Call::enter`].
@@ -30,11 +34,13 @@ mod clock;
 mod conn;
 mod control;
 mod event_loop;
+mod handler;
 mod http;
 mod limits;
 mod pool;
 mod running;
 mod server;
+mod shared;
 mod watchdog;
 mod worker;
 mod workers;
@@ -43,13 +49,15 @@ pub use bulkhead::{
     BORROW_MS, Bulkhead, BulkheadPolicy, BulkheadStats, Bulkheads, Call, PROVEN, Permit,
 };
 pub use control::ControlMsg;
+pub use handler::Handler;
 pub use limits::Limits;
 pub use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder, Version};
-pub use server::{AIOServer, Handler, ServerHandle, ServerStats};
+pub use server::{AIOServer, ServerHandle, ServerStats};
 
 /// The server, under the seed's module name: `mini_async_http::aioserver::AIOServer`.
 pub mod aioserver {
-    pub use crate::server::{AIOServer, Handler, ServerHandle};
+    pub use crate::handler::Handler;
+    pub use crate::server::{AIOServer, ServerHandle};
 }
 
 /// Responses, under the seed's module name: `mini_async_http::response::ResponseBuilder`.

@@ -1,58 +1,30 @@
 //! [`AIOServer`], its [`ServerHandle`], and the [`Handler`] every request goes to.
 //!
 //! `start` binds, spawns the worker pool, runs the event loop on the calling thread until a
-//! shutdown, then joins the workers. Everything the loop and the workers share is in [`Shared`].
+//! shutdown, then joins the workers. Everything the loop and the workers share is in `Shared` (`shared.rs`).
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use plugin_api::{Request, Response, ResponseView};
+use plugin_api::{Request, Response};
 
 use crate::Limits;
-use crate::bulkhead::{Bulkheads, Call};
+use crate::bulkhead::Bulkheads;
 use crate::clock::Clock;
-use crate::control::{self, ControlMsg, ControlSender};
+use crate::control::{self, ControlMsg};
 use crate::event_loop::{EventLoop, ReloadHook};
+use crate::handler::Handler;
 use crate::pool::Queue;
+use crate::shared::{LoopStats, Shared};
 use crate::watchdog::Watchdog;
 use crate::workers::Workers;
 
 /// How long shutdown waits, after the drain timeout, for workers that are not inside a handler.
 const STOP_GRACE: Duration = Duration::from_millis(500);
-
-/// Answers requests. Closures `Fn(&Request) -> Response` are handlers, and so is the host's plugin
-/// router: one shape for both.
-pub trait Handler: Send + Sync + 'static {
-    /// Answers one request. Called from many worker threads at once. A panic becomes a `500`.
-    fn handle(&self, request: &Request<'_>) -> Response;
-
-    /// Answers one request by calling `respond` once with a borrowed response; the server encodes
-    /// it straight into its output buffer. The default calls [`handle`](Self::handle); the plugin
-    /// router overrides it so that a plugin's response is never copied into an owned one.
-    fn handle_into(&self, request: &Request<'_>, respond: &mut dyn FnMut(ResponseView<'_>)) {
-        respond(self.handle(request).view());
-    }
-
-    /// What the server calls: answers through `call`, and may first put the request in a
-    /// bulkhead with [`Call::enter`] (the plugin router puts each plugin's requests in its own).
-    /// The default enters none and calls [`handle_into`](Self::handle_into).
-    fn serve(&self, request: &Request<'_>, call: &mut Call<'_>) {
-        self.handle_into(request, &mut |view| call.respond(view));
-    }
-}
-
-impl<F> Handler for F
-where
-    F: Fn(&Request<'_>) -> Response + Send + Sync + 'static,
-{
-    fn handle(&self, request: &Request<'_>) -> Response {
-        self(request)
-    }
-}
 
 /// An HTTP/1.1 server: one event loop thread and a pool of worker threads.
 ///
@@ -194,7 +166,7 @@ impl AIOServer {
             clock: Clock::new(),
             queue: Queue::default(),
             control: sender,
-            closed: Mutex::new(Vec::new()),
+            closed: Mutex::default(),
             registry: poll.registry().try_clone()?,
             draining: AtomicBool::new(false),
             stats: LoopStats::default(),
@@ -396,67 +368,6 @@ fn still_running(shared: &Shared, stuck: &[Arc<crate::running::Record>]) -> io::
             unanswered.join("; ")
         ),
     ))
-}
-
-/// What the event loop and the workers share.
-pub(crate) struct Shared {
-    pub handler: Arc<dyn Handler>,
-    /// Swapped whole when the configuration is reloaded; read once per connection turn.
-    pub limits: ArcSwap<Limits>,
-    pub clock: Clock,
-    pub queue: Queue,
-    /// Workers report closed connections here; handles send shutdown and reload.
-    pub control: ControlSender,
-    /// Tokens of connections closed by workers, for the loop to forget. A worker sends a `Closed`
-    /// datagram only when it finds this empty, so a burst of closes costs one wake-up.
-    pub closed: Mutex<Vec<usize>>,
-    /// The loop's registry, for a worker to add write interest when a socket's buffer is full.
-    pub registry: mio::Registry,
-    /// Set when shutdown begins: responses say `Connection: close` and idle connections close.
-    pub draining: AtomicBool,
-    /// Counters the loop keeps for [`ServerHandle::stats`].
-    pub stats: LoopStats,
-    /// The bulkheads requests run in, read by the watchdog.
-    pub bulkheads: Arc<Bulkheads>,
-    /// The worker threads and what each runs now.
-    pub workers: Workers,
-    /// The pool's size, which replacements keep.
-    pub workers_wanted: usize,
-}
-
-impl Shared {
-    /// Tells the loop a connection is closed: one datagram per burst (see `Shared::closed`).
-    pub fn report_closed(&self, token: usize) {
-        let first = {
-            let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
-            closed.push(token);
-            closed.len() == 1
-        };
-        if first && let Err(e) = self.control.send(ControlMsg::Closed(token)) {
-            // After shutdown the loop is gone, and nothing needs the count any more.
-            if self.draining.load(Ordering::Acquire) {
-                tracing::debug!(error = %e, "control channel closed");
-            } else {
-                tracing::error!(error = %e, "control channel failed");
-            }
-        }
-    }
-
-    /// Stuck workers that are replaced ([`Limits::max_lost_workers`]).
-    pub fn max_lost_workers(&self) -> usize {
-        self.limits
-            .load()
-            .max_lost_workers
-            .unwrap_or(self.workers_wanted)
-    }
-}
-
-/// What the event loop counts; written by the loop only.
-#[derive(Default)]
-pub(crate) struct LoopStats {
-    pub open: AtomicUsize,
-    pub accepted: AtomicU64,
-    pub refused_busy: AtomicU64,
 }
 
 /// A snapshot of a running server's counters.

@@ -18,7 +18,7 @@ use mio::unix::SourceFd;
 use crate::bulkhead::BORROW_MS;
 use crate::http::encode::{DateCache, encode_error};
 use crate::running::{Claimed, Record};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// How often the watchdog looks, in milliseconds: a late call is answered within this of its
 /// deadline.

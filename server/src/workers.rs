@@ -1,6 +1,6 @@
 //! The worker threads: starting them, replacing those written off by the watchdog, and waiting for
 //! them at shutdown. What each one runs now is in its [`Record`] (`running.rs`); what it does is in
-//! `worker.rs`.
+//! `worker/`.
 //!
 //! A thread stuck in a handler cannot be killed, only forgotten: the watchdog starts another in
 //! its place, up to `max_lost_workers` stuck at once, so the pool keeps its size. Past that the
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::running::Record;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::worker::Worker;
 
 /// The pool's threads and their records.

@@ -9,7 +9,7 @@ use plugin_api::ResponseView;
 
 use super::{Bulkhead, Reserved};
 use crate::running::Record;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// A place in a bulkhead, held until dropped. Returned by [`Call::enter`].
 pub struct Permit<'a> {

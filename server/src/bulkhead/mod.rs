@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use crate::conn::Slot;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 mod call;
 

@@ -4,7 +4,7 @@
 //! that preceded it, so the decoded body ends up contiguous right after the head, in the same
 //! buffer, with no second allocation. It keeps its state between reads, so a body that arrives in
 //! any number of pieces (down to one byte at a time) decodes the same. Content-Length bodies need no
-//! decoding: `worker.rs` waits until enough bytes are buffered.
+//! decoding: `worker/framing.rs` waits until enough bytes are buffered.
 
 use crate::http::parse::Reject;
 

@@ -8,7 +8,7 @@
 //!
 //! # Framing, rule by rule
 //! Every refusal is answered with its status and the connection is closed after a lingering
-//! half-close (`worker.rs`). Tests: `ambiguous_framing_is_refused`, `malformed_heads_are_400`,
+//! half-close (`worker/`). Tests: `ambiguous_framing_is_refused`, `malformed_heads_are_400`,
 //! `framing_by_length_and_chunked` here, `refuses_bad_framing` in `body.rs`, and
 //! `refuses_bad_requests_with_the_right_status_and_closes` in `server/tests/http.rs`.
 //!

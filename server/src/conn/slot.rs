@@ -1,5 +1,5 @@
-//! One client connection: the [`Slot`] the event loop and the workers share, and the [`Conn`] inside
-//! it that only the current owner touches.
+//! The [`Slot`] the event loop and the workers share for one connection, and the atomic state that
+//! says which thread owns the [`Conn`] inside it.
 //!
 //! Ownership moves by an atomic state, never by a message: the loop moves a slot from `IDLE` to
 //! `QUEUED` when readiness arrives, a worker takes it to `BUSY`, and when the worker is done it puts
@@ -11,14 +11,10 @@
 //! state protocol guarantees that whoever locks it is its sole owner, so the lock is never
 //! contended and never waits ([`Slot::conn`] asserts this).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use mio::net::TcpStream;
-
-use crate::bulkhead::Admission;
-use crate::http::body::Chunked;
+use super::Conn;
 
 /// No one works on the connection; the loop may queue it or time it out.
 const IDLE: u8 = 0;
@@ -153,133 +149,5 @@ impl Slot {
                 )
             }
         }
-    }
-}
-
-/// What a connection keeps between two turns of a worker. An idle keep-alive connection holds a
-/// socket and empty buffers: no allocation.
-pub(crate) struct Conn {
-    /// `None` once closed.
-    pub stream: Option<TcpStream>,
-    /// Its key in the loop's table, also its mio token.
-    pub token: usize,
-    pub peer: SocketAddr,
-    /// Received bytes of a request not yet complete. Empty (no allocation) between requests.
-    pub input: InBuf,
-    /// Encoded responses the socket has not taken yet.
-    pub output: Vec<u8>,
-    /// Progress through a `chunked` body, relative to the start of `input`'s current request.
-    pub chunked: Option<Chunked>,
-    /// When the current request's first byte arrived (for the header timeout); 0 between requests.
-    pub request_started: u64,
-    /// When it was accepted: the deadline for its first request counts from here.
-    pub accepted: u64,
-    /// Requests answered on it.
-    pub answered: u64,
-    /// Write interest is registered (added the first time a write would block).
-    pub write_interest: bool,
-    /// `100 Continue` was sent for the current request.
-    pub continue_sent: bool,
-    /// Close once `output` is flushed.
-    pub close_after_flush: bool,
-    /// After an error the connection is half-closed and reads are discarded until the client
-    /// closes or this deadline passes, so the error response is not lost to a reset (RFC 9112
-    /// §9.6). 0 when not lingering.
-    pub linger_until: u64,
-    /// What the next request is owed after waiting in a bulkhead's queue.
-    pub admission: Admission,
-}
-
-impl Conn {
-    pub fn new(stream: TcpStream, token: usize, peer: SocketAddr, accepted: u64) -> Conn {
-        Conn {
-            stream: Some(stream),
-            accepted,
-            ..Conn::closed(token, peer)
-        }
-    }
-
-    /// A connection whose socket is closed and whose buffers are freed.
-    pub fn closed(token: usize, peer: SocketAddr) -> Conn {
-        Conn {
-            stream: None,
-            token,
-            peer,
-            input: InBuf::default(),
-            output: Vec::new(),
-            chunked: None,
-            request_started: 0,
-            accepted: 0,
-            answered: 0,
-            write_interest: false,
-            continue_sent: false,
-            close_after_flush: false,
-            linger_until: 0,
-            admission: Admission::Open,
-        }
-    }
-}
-
-/// A read buffer: `data[start..end]` holds unconsumed bytes; `data` is always initialised, so reads
-/// go straight into its tail without zeroing it each time.
-#[derive(Default)]
-pub(crate) struct InBuf {
-    pub data: Vec<u8>,
-    pub start: usize,
-    pub end: usize,
-}
-
-impl InBuf {
-    pub fn with_capacity(n: usize) -> InBuf {
-        InBuf {
-            data: vec![0; n],
-            start: 0,
-            end: 0,
-        }
-    }
-
-    /// The unconsumed bytes.
-    pub fn pending(&self) -> &[u8] {
-        &self.data[self.start..self.end]
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    /// Makes room for at least `want` more bytes at the end, sliding pending bytes to the front
-    /// first and growing (never past `max` in total) only if that is not enough. Returns the room.
-    pub fn make_room(&mut self, want: usize, max: usize) -> usize {
-        if self.data.len() - self.end >= want {
-            return self.data.len() - self.end;
-        }
-        if self.start > 0 {
-            self.data.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.data.len() - self.end < want && self.data.len() < max {
-            let len = (self.end + want).max(self.data.len() * 2).min(max);
-            self.data.resize(len, 0);
-        }
-        self.data.len() - self.end
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn make_room_slides_then_grows() {
-        let mut buf = InBuf::with_capacity(8);
-        buf.data[..8].copy_from_slice(b"abcdefgh");
-        buf.start = 6;
-        buf.end = 8;
-        assert_eq!(buf.make_room(4, 100), 6);
-        assert_eq!(buf.pending(), b"gh");
-        assert_eq!(buf.make_room(10, 100), 14);
-        assert_eq!(buf.pending(), b"gh");
-        assert_eq!(buf.make_room(1000, 20), 18);
     }
 }

@@ -1,0 +1,143 @@
+//! One client connection: the [`Slot`] the event loop and the workers share (`slot.rs`), the
+//! [`Conn`] inside it that only its current owner touches, and the state the connection is in.
+//!
+//! A connection's life is two state machines, as hyper's `proto/h1` keeps them: what it is
+//! [`Reading`] (a head, a body, nothing more) and what it is [`Writing`] (nothing owed, bytes the
+//! socket has not taken). The handler call itself is not a state a connection is left in: it runs
+//! on the worker that owns the connection and ends before the worker lets go. What the states do
+//! is in `worker/`; the read buffer is `buf.rs`.
+
+mod buf;
+mod slot;
+
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
+pub(crate) use buf::InBuf;
+pub(crate) use slot::Slot;
+
+use crate::bulkhead::Admission;
+use crate::http::body::Chunked;
+
+/// What a connection keeps between two turns of a worker. An idle keep-alive connection holds a
+/// socket and empty buffers: no allocation.
+pub(crate) struct Conn {
+    /// `None` once closed.
+    pub stream: Option<TcpStream>,
+    /// Its key in the loop's table, also its mio token.
+    pub token: usize,
+    pub peer: SocketAddr,
+    /// Received bytes of a request not yet complete. Empty (no allocation) between requests.
+    pub input: InBuf,
+    pub reading: Reading,
+    pub writing: Writing,
+    /// When it was accepted: the deadline for its first request counts from here.
+    pub accepted: u64,
+    /// Requests answered on it.
+    pub answered: u64,
+    /// Write interest is registered with the loop's poller (added the first time a write would
+    /// block, and kept: a spurious writable edge costs less than a second `epoll_ctl`).
+    pub write_interest: bool,
+    /// What the next request is owed after waiting in a bulkhead's queue.
+    pub admission: Admission,
+}
+
+/// Where a connection is in reading requests.
+#[derive(Debug)]
+pub(crate) enum Reading {
+    /// Waiting for a request head, or for the rest of one. `since`: when its first byte arrived
+    /// (the header timeout counts from there), 0 while nothing of it has.
+    Head { since: u64 },
+    /// The head is in and the body is on its way.
+    Body {
+        since: u64,
+        /// Progress through a `chunked` body, relative to the start of the input's current
+        /// request; `None` for a body of known length.
+        chunked: Option<Chunked>,
+        /// `100 Continue` was sent for this request.
+        continue_sent: bool,
+    },
+    /// No more requests are read: close once the output is written.
+    Done,
+    /// No more requests are read, and after the output is written the connection is
+    /// half-closed and what still arrives is dropped until `until`, so that the client reads the
+    /// error response instead of a reset (RFC 9112 §9.6).
+    Discard { until: u64 },
+}
+
+/// Where a connection is in writing responses.
+#[derive(Debug)]
+pub(crate) enum Writing {
+    /// Nothing is owed.
+    Clear,
+    /// Encoded responses the socket has not taken yet.
+    Owed(Vec<u8>),
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, token: usize, peer: SocketAddr, accepted: u64) -> Conn {
+        Conn {
+            stream: Some(stream),
+            accepted,
+            ..Conn::closed(token, peer)
+        }
+    }
+
+    /// A connection whose socket is closed and whose buffers are freed.
+    pub fn closed(token: usize, peer: SocketAddr) -> Conn {
+        Conn {
+            stream: None,
+            token,
+            peer,
+            input: InBuf::default(),
+            reading: Reading::Head { since: 0 },
+            writing: Writing::Clear,
+            accepted: 0,
+            answered: 0,
+            write_interest: false,
+            admission: Admission::Open,
+        }
+    }
+
+    /// Whether the connection is in the middle of an exchange that only a worker may finish: a
+    /// response half written, or a close under way.
+    pub fn mid_exchange(&self) -> bool {
+        !matches!(self.writing, Writing::Clear)
+            || matches!(self.reading, Reading::Done | Reading::Discard { .. })
+    }
+}
+
+impl Reading {
+    /// When the current request's first byte arrived; 0 when none has (or none is read).
+    pub fn since(&self) -> u64 {
+        match self {
+            Reading::Head { since } | Reading::Body { since, .. } => *since,
+            Reading::Done | Reading::Discard { .. } => 0,
+        }
+    }
+
+    /// Worker: the current request's head is in. Moves to [`Reading::Body`] unless there already,
+    /// and returns its `chunked` progress and whether `100 Continue` was sent.
+    ///
+    /// # Panics
+    /// When no request is being read: the worker never parses a connection in `Done` or
+    /// `Discard`.
+    pub fn body(&mut self) -> (&mut Option<Chunked>, &mut bool) {
+        if let Reading::Head { since } = *self {
+            *self = Reading::Body {
+                since,
+                chunked: None,
+                continue_sent: false,
+            };
+        }
+        match self {
+            Reading::Body {
+                chunked,
+                continue_sent,
+                ..
+            } => (chunked, continue_sent),
+            _ => unreachable!("a request body is read only while reading requests"),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Calling the handler for one request, under the watchdog and the request's bulkhead, and
+//! encoding what it answers (or the `503` or `500` the server answers instead).
+
+use std::os::fd::AsRawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
+
+use plugin_api::__private::panic_message;
+use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder, ResponseView};
+
+use super::{Answer, Worker};
+use crate::Limits;
+use crate::bulkhead::{Admission, Call, Declined, Gate};
+use crate::conn::Conn;
+use crate::http::encode::{encode, encode_busy, persist};
+use crate::http::parse::Head;
+use crate::running::{self, Ended};
+use crate::shared::Shared;
+
+impl Worker {
+    /// Calls the handler, under the watchdog and the bulkheads, and encodes its response.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn respond(
+        &mut self,
+        shared: &Shared,
+        limits: &Limits,
+        conn: &mut Conn,
+        head: &Head<'_>,
+        headers: &[Header<'_>],
+        body: &[u8],
+        now: u64,
+    ) -> Answer {
+        // Read when encoding, not before the handler runs: shutdown may begin meanwhile.
+        let draining = || shared.draining.load(Ordering::Acquire);
+        let head_only = head.method == "HEAD";
+        let received = conn.reading.since();
+        let granted = match std::mem::take(&mut conn.admission) {
+            Admission::Refused(why) => return self.refuse(head, why, draining()),
+            Admission::Granted(place) => Some(place),
+            Admission::Open => None,
+        };
+        // A request that waited in its bulkhead runs under that bulkhead's deadline.
+        let deadline = match &granted {
+            Some(place) => place.deadline(received, limits.handler_timeout),
+            None => shared.clock.after(received, limits.handler_timeout),
+        };
+        // Queued time counts: the server-wide deadline bounds the wait for a worker (a bulkhead's
+        // own deadline is checked when the request enters it).
+        if granted.is_none() && now > deadline {
+            return self.refuse(head, "the request waited past its deadline\n", draining());
+        }
+        let Some(fd) = conn.stream.as_ref().map(|s| s.as_raw_fd()) else {
+            return Answer::Gone;
+        };
+        let request = Request::new(RequestParts {
+            method: head.method,
+            target: head.target,
+            version: head.version,
+            headers,
+            body,
+            peer: Some(conn.peer),
+            mount: "",
+        });
+        let record = &*self.record;
+        record.begin(&running::Call {
+            started: now,
+            deadline,
+            fd,
+            token: conn.token,
+            clean: self.out.is_empty(),
+            method: head.method,
+            target: head.target,
+        });
+        let mut close = None;
+        let declined = {
+            let date = self.date.get();
+            let out = &mut self.out;
+            let mut encode_into = |view: ResponseView<'_>| {
+                if close.is_none() {
+                    let closing = !head.keep_alive || view.close || draining();
+                    encode(out, view, head_only, persist(head.version, closing), date);
+                    close = Some(closing);
+                }
+            };
+            let gate = Gate {
+                shared,
+                record,
+                received,
+                now,
+                default_timeout: limits.handler_timeout,
+                fd,
+                granted,
+            };
+            let mut call = Call::gated(&mut encode_into, gate);
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                shared.handler.serve(&request, &mut call)
+            }));
+            if let Err(panic) = outcome {
+                tracing::error!(
+                    peer = %conn.peer,
+                    method = head.method,
+                    target = head.target,
+                    "handler panicked: {}",
+                    panic_message(&*panic)
+                );
+            }
+            call.finish()
+        };
+        if let Ended::Lost { bulkhead } = record.end() {
+            return Answer::Lost { bulkhead };
+        }
+        match declined {
+            Some(Declined::Busy(bulkhead, deadline)) => return Answer::Park(bulkhead, deadline),
+            Some(Declined::Expired) => {
+                return self.refuse(head, "the request waited past its deadline\n", draining());
+            }
+            Some(Declined::Gone) => return Answer::Gone,
+            None => {}
+        }
+        if let Some(close) = close {
+            return Answer::Sent { close };
+        }
+        // The request was read whole, so the connection can go on after the 500.
+        let closing = !head.keep_alive || draining();
+        let date = self.date.get();
+        let persist = persist(head.version, closing);
+        encode(
+            &mut self.out,
+            internal_error().view(),
+            head_only,
+            persist,
+            date,
+        );
+        Answer::Sent { close: closing }
+    }
+
+    /// Answers `503` with `Retry-After` without calling the handler; `why` is a line.
+    pub(super) fn refuse(&mut self, head: &Head<'_>, why: &str, draining: bool) -> Answer {
+        let closing = !head.keep_alive || draining;
+        let persist = persist(head.version, closing);
+        let head_only = head.method == "HEAD";
+        encode_busy(&mut self.out, why, head_only, persist, self.date.get());
+        Answer::Sent { close: closing }
+    }
+}
+
+/// The `500` for a handler that panicked or answered with something that cannot be sent.
+pub(crate) fn internal_error() -> Response {
+    ResponseBuilder::new(500)
+        .content_type("text/plain; charset=utf-8")
+        .body("internal server error\n")
+        .build()
+        .expect("a constant response is valid")
+}

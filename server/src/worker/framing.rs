@@ -1,0 +1,186 @@
+//! Finding the requests in what a connection read: the head (`http/parse.rs`), the body by its
+//! framing (a length, or `chunked` decoded in place by `http/body.rs`), `100 Continue`, and what a
+//! malformed request is answered.
+
+use plugin_api::Header;
+
+use super::{Answer, OUT_HIGH_WATER, Step, Worker};
+use crate::Limits;
+use crate::conn::{Conn, InBuf, Reading};
+use crate::http::body::Chunked;
+use crate::http::encode::{CONTINUE, encode_error};
+use crate::http::parse::{Framing, Head, Reject, parse_head};
+use crate::shared::Shared;
+
+impl Worker {
+    /// Answers every complete request in `buf`, appending the responses to `self.out`. `times`:
+    /// when the requests of this turn arrived, and now.
+    pub(super) fn process(
+        &mut self,
+        shared: &Shared,
+        limits: &Limits,
+        conn: &mut Conn,
+        buf: &mut InBuf,
+        [arrived, now]: [u64; 2],
+    ) -> Step {
+        loop {
+            self.want = 0;
+            if buf.is_empty() {
+                buf.start = 0;
+                buf.end = 0;
+                conn.reading = Reading::Head { since: 0 };
+                return Step::NeedInput;
+            }
+            if self.out.len() > OUT_HIGH_WATER {
+                return Step::More;
+            }
+            if let Reading::Head { since: 0 } = conn.reading {
+                conn.reading = Reading::Head { since: arrived };
+            }
+            let mut headers = reuse(&mut self.headers);
+            let pending = buf.pending();
+            let head = match parse_head(pending, limits, &mut headers) {
+                Ok(Some(head)) => head,
+                Ok(None) => {
+                    self.headers = reuse(&mut headers);
+                    return Step::NeedInput;
+                }
+                Err(reject) => {
+                    self.headers = reuse(&mut headers);
+                    return self.reject(conn, reject);
+                }
+            };
+            let (body, consumed) = match head.framing {
+                Framing::Empty => (&pending[..0], head.len),
+                Framing::Length(n) if pending.len() - head.len >= n => {
+                    (&pending[head.len..head.len + n], head.len + n)
+                }
+                Framing::Length(n) => {
+                    self.want = head.len + n - pending.len();
+                    let expect = expect_continue(&head, conn);
+                    self.headers = reuse(&mut headers);
+                    if expect {
+                        self.out.extend_from_slice(CONTINUE);
+                    }
+                    return Step::NeedInput;
+                }
+                Framing::Chunked => {
+                    let (head_len, expect) = (head.len, expect_continue(&head, conn));
+                    self.headers = reuse(&mut headers);
+                    match decode_chunked(conn, buf, head_len, limits.max_body_bytes) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            if expect {
+                                self.out.extend_from_slice(CONTINUE);
+                            }
+                            self.want = 1;
+                            return Step::NeedInput;
+                        }
+                        Err(reject) => return self.reject(conn, reject),
+                    }
+                    // The body is decoded in place, right after the head: parse the head again.
+                    let pending = buf.pending();
+                    headers = reuse(&mut self.headers);
+                    let Ok(Some(head)) = parse_head(pending, limits, &mut headers) else {
+                        unreachable!("a head that parsed once parses again");
+                    };
+                    let chunked = conn.reading.body().0.take().expect("decoded above");
+                    let body = &pending[head.len..head.len + chunked.decoded()];
+                    let answer = self.respond(shared, limits, conn, &head, &headers, body, now);
+                    self.headers = reuse(&mut headers);
+                    let close = match answer {
+                        Answer::Sent { close } => close,
+                        // Decoded in place: it stays whole for the next try.
+                        other => {
+                            *conn.reading.body().0 = Some(chunked);
+                            return unsent(other);
+                        }
+                    };
+                    buf.start += head_len + chunked.consumed();
+                    if let Some(step) = self.finish_request(conn, close) {
+                        return step;
+                    }
+                    continue;
+                }
+            };
+            let answer = self.respond(shared, limits, conn, &head, &headers, body, now);
+            self.headers = reuse(&mut headers);
+            let close = match answer {
+                Answer::Sent { close } => close,
+                other => return unsent(other),
+            };
+            buf.start += consumed;
+            if let Some(step) = self.finish_request(conn, close) {
+                return step;
+            }
+        }
+    }
+
+    /// Resets per-request state; `Some` when the connection must close.
+    fn finish_request(&mut self, conn: &mut Conn, close: bool) -> Option<Step> {
+        conn.answered += 1;
+        conn.reading = Reading::Head { since: 0 };
+        close.then_some(Step::Close { linger: false })
+    }
+
+    fn reject(&mut self, conn: &Conn, reject: Reject) -> Step {
+        tracing::debug!(peer = %conn.peer, status = reject.status, "refused request: {}", reject.why);
+        let date = self.date.get();
+        encode_error(&mut self.out, reject.status, reject.why, date);
+        Step::Close { linger: true }
+    }
+}
+
+/// Decodes as much of a chunked body as `buf` holds. `Ok(true)` when complete.
+fn decode_chunked(
+    conn: &mut Conn,
+    buf: &mut InBuf,
+    head_len: usize,
+    max_body: usize,
+) -> Result<bool, Reject> {
+    let chunked = conn.reading.body().0.get_or_insert_with(Chunked::default);
+    if chunked.is_done() {
+        // Decoded on an earlier turn; the request waited for a place in a bulkhead.
+        return Ok(true);
+    }
+    let body_start = buf.start + head_len;
+    let body = &mut buf.data[body_start..buf.end];
+    let raw = chunked.decode(body, chunked.decoded(), max_body)?;
+    chunked.set_consumed(raw);
+    if chunked.is_done() {
+        return Ok(true);
+    }
+    // Slide the undecoded tail down to the decoded data, so the buffer holds no framing.
+    let decoded = chunked.decoded();
+    buf.data
+        .copy_within(body_start + raw..buf.end, body_start + decoded);
+    buf.end -= raw - decoded;
+    Ok(false)
+}
+
+/// Whether to send `100 Continue` now (RFC 9110 §10.1.1): asked for, HTTP/1.1, not yet sent.
+fn expect_continue(head: &Head<'_>, conn: &mut Conn) -> bool {
+    let sent = conn.reading.body().1;
+    let send = head.expect_continue && head.version == plugin_api::Version::Http11 && !*sent;
+    *sent |= send;
+    send
+}
+
+/// What `process` returns for a request that was not answered.
+fn unsent(answer: Answer) -> Step {
+    match answer {
+        Answer::Park(bulkhead, deadline) => Step::Park(bulkhead, deadline),
+        Answer::Lost { bulkhead } => Step::Lost { bulkhead },
+        Answer::Gone | Answer::Sent { .. } => Step::Close { linger: false },
+    }
+}
+
+/// Moves an empty vector's allocation to another lifetime of `Header`, so the header views of each
+/// request reuse one allocation. (The in-place `collect` keeps the buffer: same size and alignment.)
+fn reuse<'a, 'b>(v: &mut Vec<Header<'a>>) -> Vec<Header<'b>> {
+    let mut v = std::mem::take(v);
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector is empty"))
+        .collect()
+}

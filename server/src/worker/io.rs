@@ -1,0 +1,133 @@
+//! A worker's socket I/O: writing what the socket takes and keeping the rest, the lingering close
+//! after an error, and lending the read buffer between the worker and the connection.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::Shutdown;
+
+use super::{LINGER_BYTES, LINGER_MS, Next, READ_BUF, SMALL_BUF, Worker};
+use crate::conn::{Conn, InBuf, Reading, Writing};
+use crate::shared::Shared;
+
+impl Worker {
+    /// Writes `data`; `None` when all of it went. Otherwise keeps the rest for the next turn, asks
+    /// mio for write readiness, and returns what to do: wait until `deadline`, or close.
+    pub(super) fn write(
+        &mut self,
+        shared: &Shared,
+        conn: &mut Conn,
+        data: &[u8],
+        deadline: u64,
+    ) -> Option<Next> {
+        let stream = conn.stream.as_mut().expect("checked by drive");
+        match write_some(stream, data) {
+            Ok(n) if n == data.len() => None,
+            Ok(n) => {
+                conn.writing = Writing::Owed(data[n..].to_vec());
+                if !conn.write_interest {
+                    conn.write_interest = true;
+                    let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+                    let token = mio::Token(conn.token);
+                    if let Err(e) = shared.registry.reregister(stream, token, interest) {
+                        tracing::warn!(peer = %conn.peer, error = %e, "cannot wait for write readiness");
+                        return Some(Next::Close);
+                    }
+                    // Space may have freed before the interest was added: try once more, so that
+                    // the edge we wait for cannot have passed already.
+                    let Writing::Owed(rest) = std::mem::replace(&mut conn.writing, Writing::Clear)
+                    else {
+                        unreachable!("set above");
+                    };
+                    return self.write(shared, conn, &rest, deadline);
+                }
+                Some(Next::Idle(deadline))
+            }
+            Err(e) => Some(closed_by(e, conn)),
+        }
+    }
+
+    /// Gives the read buffer back: the connection keeps a partial request in a buffer of its own,
+    /// and the worker keeps (or regains) its spare.
+    pub(super) fn stash(&mut self, conn: &mut Conn, mut buf: InBuf) {
+        let pending = buf.end - buf.start;
+        if pending == 0 {
+            conn.input = InBuf::default();
+            buf.start = 0;
+            buf.end = 0;
+            if self.spare.data.is_empty() && buf.data.len() <= READ_BUF {
+                self.spare = buf;
+            }
+        } else if buf.data.len() > SMALL_BUF && pending <= SMALL_BUF / 2 {
+            let mut small = InBuf::with_capacity(SMALL_BUF);
+            small.data[..pending].copy_from_slice(buf.pending());
+            small.end = pending;
+            conn.input = small;
+            buf.start = 0;
+            buf.end = 0;
+            if self.spare.data.is_empty() && buf.data.len() <= READ_BUF {
+                self.spare = buf;
+            }
+        } else {
+            conn.input = buf;
+        }
+    }
+}
+
+/// Half-closes the connection and starts discarding input (RFC 9112 §9.6).
+pub(super) fn start_linger(conn: &mut Conn, now: u64) -> Next {
+    let until = now + LINGER_MS;
+    conn.reading = Reading::Discard { until };
+    if let Some(stream) = conn.stream.as_ref() {
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+    linger(conn, now, until)
+}
+
+/// Reads and drops whatever arrives; closes on EOF, error, when the linger time is up, or after
+/// [`LINGER_BYTES`], so that a client uploading a refused body cannot keep a worker busy.
+pub(super) fn linger(conn: &mut Conn, now: u64, until: u64) -> Next {
+    let Some(stream) = conn.stream.as_mut() else {
+        return Next::Close;
+    };
+    if now >= until {
+        return Next::Close;
+    }
+    let mut sink = [0u8; 4096];
+    let mut discarded = 0;
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return Next::Close,
+            Ok(n) => {
+                discarded += n;
+                if discarded > LINGER_BYTES {
+                    return Next::Close;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                return Next::Idle(until);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Next::Close,
+        }
+    }
+}
+
+/// Writes as much of `data` as the socket takes now.
+fn write_some(stream: &mut mio::net::TcpStream, data: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < data.len() {
+        match stream.write(&data[written..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// A socket error ends the connection; resets and broken pipes are routine.
+pub(super) fn closed_by(e: io::Error, conn: &Conn) -> Next {
+    tracing::debug!(peer = %conn.peer, error = %e, "connection error");
+    Next::Close
+}
