@@ -20,6 +20,7 @@ use crate::shared::Shared;
 impl Worker {
     /// Calls the handler, under the watchdog and the bulkheads, and encodes its response.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub(super) fn respond(
         &mut self,
         shared: &Shared,

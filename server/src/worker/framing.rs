@@ -15,6 +15,7 @@ use crate::shared::Shared;
 impl Worker {
     /// Answers every complete request in `buf`, appending the responses to `self.out`. `times`:
     /// when the requests of this turn arrived, and now.
+    #[inline]
     pub(super) fn process(
         &mut self,
         shared: &Shared,

@@ -11,6 +11,7 @@ use crate::shared::Shared;
 impl Worker {
     /// Writes `data`; `None` when all of it went. Otherwise keeps the rest for the next turn, asks
     /// mio for write readiness, and returns what to do: wait until `deadline`, or close.
+    #[inline]
     pub(super) fn write(
         &mut self,
         shared: &Shared,
@@ -47,6 +48,7 @@ impl Worker {
 
     /// Gives the read buffer back: the connection keeps a partial request in a buffer of its own,
     /// and the worker keeps (or regains) its spare.
+    #[inline]
     pub(super) fn stash(&mut self, conn: &mut Conn, mut buf: InBuf) {
         let pending = buf.end - buf.start;
         if pending == 0 {
@@ -112,6 +114,7 @@ pub(super) fn linger(conn: &mut Conn, now: u64, until: u64) -> Next {
 }
 
 /// Writes as much of `data` as the socket takes now.
+#[inline]
 fn write_some(stream: &mut mio::net::TcpStream, data: &[u8]) -> io::Result<usize> {
     let mut written = 0;
     while written < data.len() {
