@@ -163,11 +163,19 @@ http {{
 """)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     host = [os.path.join(target, "mini-async-http"), "--config", config, "--plugins", plugins]
-    # Other builds of the host binary (an earlier commit, say), run the same way beside this one.
-    extra = [Server(f"mini-async-http ({label})",
-                    [path, "--config", config, "--plugins", plugins, "--listen",
-                     f"127.0.0.1:{18090 + i}", "--workers", "2"], 18090 + i, cwd=tmp)
-             for i, (label, path) in enumerate(also)]
+    # Other builds of the host binary (an earlier commit, say), run the same way beside this one,
+    # each with the libhello.so built beside it when there is one (an earlier ABI's plugin).
+    extra = []
+    for i, (label, path) in enumerate(also):
+        own = os.path.join(os.path.dirname(path), "libhello.so")
+        folder = plugins
+        if os.path.exists(own):
+            folder = os.path.join(tmp, f"plugins-{i}")
+            os.makedirs(folder, exist_ok=True)
+            shutil.copy(own, folder)
+        extra.append(Server(f"mini-async-http ({label})",
+                            [path, "--config", config, "--plugins", folder, "--listen",
+                             f"127.0.0.1:{18090 + i}", "--workers", "2"], 18090 + i, cwd=tmp))
     return extra + [
         Server("mini-async-http (hello plugin)",
                host + ["--listen", "127.0.0.1:18081", "--workers", "2"], 18081, cwd=tmp),

@@ -28,7 +28,7 @@ use crate::Request;
 pub const MAGIC: u64 = u64::from_be_bytes(*b"MAHTTPLG");
 
 /// The version of this ABI. The host refuses a plugin whose declaration carries another one.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// The name of the one symbol a plugin exports: a `static` [`Declaration`].
 pub const DECLARATION_SYMBOL: &str = "mini_async_http_plugin";
@@ -170,12 +170,29 @@ pub struct BytesSink {
 }
 
 /// A host-owned place to put the response to one request.
+///
+/// The plugin calls `callback_respond` once. When the response's body is a stream
+/// ([`RawResponse::BODY_STREAM`]), it then writes the body with `callback_write` (and, when it
+/// wants what it wrote so far to reach the client now, `callback_flush`) before `on_handle`
+/// returns; the host ends the body when `on_handle` returns.
 #[repr(C)]
 pub struct ResponseSink {
     /// Host data; the plugin passes it back untouched.
     pub ctx: *mut c_void,
     /// Hands the response to the host, which copies what it needs before returning.
-    pub callback_respond: unsafe extern "C" fn(ctx: *mut c_void, response: *const RawResponse),
+    /// [`Status::OK`] when the host took it; [`Status::FAILED`] when it refused it (an invalid
+    /// response, logged by the host, which answers `500` instead) or took an answer already.
+    pub callback_respond:
+        unsafe extern "C" fn(ctx: *mut c_void, response: *const RawResponse) -> Status,
+    /// Appends `bytes` (the plugin's, borrowed for the call) to a streamed body. Blocks while the
+    /// client's socket is full, bounded by the host's write deadline. [`Status::FAILED`] when the
+    /// body cannot go on: the client went away or is too slow, the response has no body (`HEAD`,
+    /// `304`), more was written than the declared length, or the response is not a stream. The
+    /// plugin should stop producing then; later writes fail too.
+    pub callback_write: unsafe extern "C" fn(ctx: *mut c_void, bytes: RawBytes) -> Status,
+    /// Sends what was written so far to the client before returning (blocking as
+    /// `callback_write` does). Same results.
+    pub callback_flush: unsafe extern "C" fn(ctx: *mut c_void) -> Status,
 }
 
 /// A response as the plugin hands it over: borrowed from the plugin for one callback.
@@ -187,13 +204,54 @@ pub struct RawResponse {
     pub flags: u32,
     /// Header lines, each `name: value\r\n`, in order. The host validates them again.
     pub headers: RawBytes,
-    /// The body.
+    /// The body, when `body_kind` is [`RawResponse::BODY_BYTES`]; empty otherwise.
     pub body: RawBytes,
+    /// What the body is: [`RawResponse::BODY_BYTES`], [`RawResponse::BODY_FILE`] or
+    /// [`RawResponse::BODY_STREAM`].
+    pub body_kind: u32,
+    /// [`RawResponse::BODY_FILE`]: an open descriptor of a regular file, readable. Its ownership
+    /// passes to the host with the call, whatever the host does with the response: the host closes
+    /// it (after sending, or at once when it refuses the response). `-1` for other kinds.
+    pub fd: i32,
+    /// [`RawResponse::BODY_FILE`]: where the body starts in the file.
+    pub offset: u64,
+    /// [`RawResponse::BODY_FILE`]: the body's length (the file must hold that many bytes from
+    /// `offset`; a file that turns out shorter ends the connection). [`RawResponse::BODY_STREAM`]:
+    /// the length the plugin promises to write, sent as `Content-Length`, or
+    /// [`RawResponse::UNKNOWN_LENGTH`] for a body sent `chunked` (or, to an HTTP/1.0 client, ended
+    /// by closing the connection).
+    pub length: u64,
 }
 
 impl RawResponse {
     /// The flag that asks for the connection to be closed after the response.
     pub const CLOSE: u32 = 1;
+    /// The body is the bytes of `body`.
+    pub const BODY_BYTES: u32 = 0;
+    /// The body is `length` bytes of the file `fd` from `offset`, sent by the host with
+    /// `sendfile(2)`.
+    pub const BODY_FILE: u32 = 1;
+    /// The body is written by the plugin after `callback_respond`, with `callback_write`.
+    pub const BODY_STREAM: u32 = 2;
+    /// A stream's `length` when the plugin does not know it.
+    pub const UNKNOWN_LENGTH: u64 = u64::MAX;
+}
+
+/// Where a plugin reads a request body that the host did not read whole before the call.
+///
+/// Owned by the host, valid during `on_handle`. Reading from two threads at once is refused (the
+/// second read fails).
+#[repr(C)]
+#[derive(Debug)]
+pub struct BodySource {
+    /// Host data; the plugin passes it back untouched.
+    pub ctx: *mut c_void,
+    /// Reads up to `len` more bytes of the body into `buf` (the plugin's, `len` bytes long) and
+    /// returns how many, 0 at the end of the body, or -1 when the body cannot be read: the client
+    /// went away or sent it too slowly, the body is larger than the host accepts, or its framing
+    /// is broken. The host answers the client itself after a failure if the plugin does not. The
+    /// first read sends `100 Continue` to a client that asked for it.
+    pub callback_read: unsafe extern "C" fn(ctx: *mut c_void, buf: *mut u8, len: usize) -> isize,
 }
 
 /// What the host offers a plugin instance.

@@ -109,6 +109,7 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+mod body;
 mod date;
 mod helpers;
 mod log;
@@ -117,6 +118,7 @@ mod request;
 mod response;
 mod settings;
 
+pub use body::{Body, BodyReader, BodyWriter, FileBody, Producer, StreamBody};
 pub use date::{clf_time, http_date, parse_http_date, unix_seconds};
 pub use helpers::percent_decode;
 pub use log::Level;
@@ -127,6 +129,7 @@ pub use response::{Error, Response, ResponseBuilder, ResponseView, has_token, re
 /// Items the macros expand to. Not part of the API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::body::send;
     pub use crate::log::write as log;
     pub use crate::plugin::{declaration, panic_message};
     pub use crate::settings::{describe as describe_toml_error, line_of};

@@ -11,8 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use serde::de::DeserializeOwned;
 
 use crate::abi::{
-    ABI_VERSION, BytesSink, Declaration, HostApi, MAGIC, RawBytes, RawResponse, ResponseSink,
-    Status,
+    ABI_VERSION, BytesSink, Declaration, HostApi, MAGIC, RawBytes, ResponseSink, Status,
 };
 use crate::{Request, Response, log};
 
@@ -127,21 +126,8 @@ unsafe extern "C" fn on_handle<P: Plugin>(
         plugin.handle(request)
     }));
     match result {
-        Ok(response) => {
-            let raw = RawResponse {
-                status: response.status(),
-                flags: if response.close() {
-                    RawResponse::CLOSE
-                } else {
-                    0
-                },
-                headers: RawBytes::new(response.head()),
-                body: RawBytes::new(response.body()),
-            };
-            // SAFETY: the host passes a valid sink and copies the response during the call.
-            unsafe { ((*sink).callback_respond)((*sink).ctx, &raw) };
-            Status::OK
-        }
+        // SAFETY: the host passes a valid sink for the call (ABI contract).
+        Ok(response) => unsafe { crate::body::send(response, sink) },
         Err(panic) => {
             log::error(&format!("handler panicked: {}", panic_message(&*panic)));
             Status::PANICKED

@@ -8,7 +8,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::abi::{Borrow, RawBytes};
+use crate::abi::{BodySource, Borrow, RawBytes};
+use crate::body::BodyReader;
 
 /// One HTTP request, borrowed from the server's buffers for the duration of a handler call.
 ///
@@ -42,6 +43,9 @@ pub struct Request<'a> {
     headers_len: usize,
     body: RawBytes,
     peer: RawPeer,
+    /// Where the rest of the body is read from, when the host did not read it whole before the
+    /// call; null when `body` is all of it.
+    source: *const BodySource,
     _borrow: Borrow<'a>,
 }
 
@@ -68,6 +72,9 @@ pub struct RequestParts<'a> {
     pub peer: Option<SocketAddr>,
     /// The route prefix that chose the handler (`/hello`), or `""`.
     pub mount: &'a str,
+    /// Where the body is read from as it arrives, when `body` is not all of it (the server sets
+    /// it for a body it did not read whole).
+    pub source: Option<&'a BodySource>,
 }
 
 impl Default for RequestParts<'_> {
@@ -80,6 +87,7 @@ impl Default for RequestParts<'_> {
             body: &[],
             peer: None,
             mount: "",
+            source: None,
         }
     }
 }
@@ -100,6 +108,9 @@ impl<'a> Request<'a> {
             headers_len: parts.headers.len(),
             body: RawBytes::new(parts.body),
             peer: RawPeer::new(parts.peer),
+            source: parts
+                .source
+                .map_or(std::ptr::null(), |s| s as *const BodySource),
             _borrow: PhantomData,
         }
     }
@@ -186,10 +197,40 @@ impl<'a> Request<'a> {
             .map(|h| h.value())
     }
 
-    /// The decoded body.
+    /// The decoded body, when the server read it whole before calling the handler (every body up
+    /// to the server's `buffer_body_bytes`); empty when it is to be read as it arrives, with
+    /// [`body_reader`](Self::body_reader) (see [`body_streams`](Self::body_streams)).
     pub fn body(&self) -> &'a [u8] {
         // SAFETY: set from a `&'a [u8]` in `Request::new`, or by the host under the ABI contract.
         unsafe { self.body.as_slice() }
+    }
+
+    /// Whether the body is read as it arrives ([`body_reader`](Self::body_reader)) rather than
+    /// whole in [`body`](Self::body).
+    pub fn body_streams(&self) -> bool {
+        !self.source.is_null()
+    }
+
+    /// The whole body as an [`io::Read`](std::io::Read), however it arrives: what
+    /// [`body`](Self::body) holds, or the body read from the client as the handler asks for it
+    /// (then the first read sends `100 Continue` to a client that waits for one).
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use plugin_api::{Request, RequestParts};
+    ///
+    /// let request = Request::new(RequestParts { body: b"abc", ..Default::default() });
+    /// let mut body = String::new();
+    /// request.body_reader().read_to_string(&mut body).unwrap();
+    /// assert_eq!(body, "abc");
+    /// ```
+    pub fn body_reader(&self) -> BodyReader<'a> {
+        BodyReader {
+            buffered: self.body(),
+            // SAFETY: set from a `&'a BodySource` in `Request::new`, or by the host under the ABI
+            // contract, which keeps it valid for the call.
+            source: unsafe { self.source.as_ref() },
+        }
     }
 
     /// The client's address, when known.

@@ -6,26 +6,32 @@
 //! `server/src/http/encode.rs`.
 
 use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use crate::body::{Body, BodyWriter, FileBody, StreamBody};
 
 /// A complete HTTP response: status, header lines and body.
 ///
 /// Build one with [`ResponseBuilder`]. Header lines are kept encoded (`name: value\r\n`), which is
-/// how they cross the plugin boundary and how the server writes them.
-#[derive(Clone, PartialEq, Eq)]
+/// how they cross the plugin boundary and how the server writes them. The body is bytes, a file or
+/// a stream ([`Body`]).
 pub struct Response {
     status: u16,
     head: Vec<u8>,
-    body: Vec<u8>,
+    body: Body,
     close: bool,
 }
 
 impl Response {
-    /// The response as borrowed parts, as the server encodes it.
+    /// The response as borrowed parts, as the server encodes it. A file or stream body shows as
+    /// empty: see [`content`](Self::content).
     pub fn view(&self) -> ResponseView<'_> {
         ResponseView {
             status: self.status,
             head: &self.head,
-            body: &self.body,
+            body: self.body(),
             close: self.close,
         }
     }
@@ -55,14 +61,35 @@ impl Response {
         &self.head
     }
 
-    /// The body.
+    /// The body, when it is bytes; empty for a file or a stream.
     pub fn body(&self) -> &[u8] {
+        match &self.body {
+            Body::Bytes(bytes) => bytes,
+            Body::File(_) | Body::Stream(_) => &[],
+        }
+    }
+
+    /// Takes the body out, when it is bytes; empty for a file or a stream.
+    pub fn into_body(self) -> Vec<u8> {
+        match self.body {
+            Body::Bytes(bytes) => bytes,
+            Body::File(_) | Body::Stream(_) => Vec::new(),
+        }
+    }
+
+    /// The body, whatever it is.
+    pub fn content(&self) -> &Body {
         &self.body
     }
 
-    /// Takes the body out.
-    pub fn into_body(self) -> Vec<u8> {
+    /// Takes the body out, whatever it is.
+    pub fn into_content(self) -> Body {
         self.body
+    }
+
+    /// Status, `close`, header lines and body.
+    pub(crate) fn into_parts(self) -> (u16, bool, Vec<u8>, Body) {
+        (self.status, self.close, self.head, self.body)
     }
 
     /// Whether the handler asked for the connection to be closed after this response
@@ -77,7 +104,7 @@ impl fmt::Debug for Response {
         f.debug_struct("Response")
             .field("status", &self.status)
             .field("head", &String::from_utf8_lossy(&self.head))
-            .field("body", &String::from_utf8_lossy(&self.body))
+            .field("body", &self.body)
             .field("close", &self.close)
             .finish()
     }
@@ -144,7 +171,7 @@ impl<'a> ResponseView<'a> {
         Response {
             status: self.status,
             head: self.head.to_vec(),
-            body: self.body.to_vec(),
+            body: Body::Bytes(self.body.to_vec()),
             close: self.close,
         }
     }
@@ -165,7 +192,7 @@ impl<'a> ResponseView<'a> {
 /// let refused = ResponseBuilder::new(200).header("x-evil", "a\r\nb").build();
 /// assert!(refused.is_err());
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ResponseBuilder {
     response: Response,
@@ -184,7 +211,7 @@ impl ResponseBuilder {
             response: Response {
                 status: 200,
                 head: Vec::new(),
-                body: Vec::new(),
+                body: Body::Bytes(Vec::new()),
                 close: false,
             },
             error: None,
@@ -236,7 +263,98 @@ impl ResponseBuilder {
 
     /// Sets the body: `&[u8]`, `&[u8; N]`, `Vec<u8>`, `&str` or `String`.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> ResponseBuilder {
-        self.response.body = body.into();
+        self.response.body = Body::Bytes(body.into());
+        self
+    }
+
+    /// Makes the body the whole of `file`, as it is long now. The server sends it straight from
+    /// the file to the socket (`sendfile(2)` on Linux), never through a buffer, and closes it.
+    pub fn file(self, file: File) -> ResponseBuilder {
+        match file.metadata() {
+            Ok(meta) => self.file_range(file, 0, meta.len()),
+            Err(e) => self.failed(Error::File(e.to_string())),
+        }
+    }
+
+    /// Makes the body `len` bytes of `file` from `offset` (a byte range, say), sent as
+    /// [`file`](Self::file) sends.
+    pub fn file_range(mut self, file: File, offset: u64, len: u64) -> ResponseBuilder {
+        let fits = file
+            .metadata()
+            .map_err(|e| Error::File(e.to_string()))
+            .and_then(|meta| match offset.checked_add(len) {
+                Some(end) if end <= meta.len() => Ok(()),
+                _ => Err(Error::File(format!(
+                    "{len} bytes from {offset} run past the end of a file of {}",
+                    meta.len()
+                ))),
+            });
+        if let Err(e) = fits {
+            return self.failed(e);
+        }
+        self.response.body = Body::File(FileBody { file, offset, len });
+        self
+    }
+
+    /// Makes the body the file at `path`, opened now (see [`file`](Self::file)).
+    pub fn file_path(self, path: impl AsRef<Path>) -> ResponseBuilder {
+        let path = path.as_ref();
+        match File::open(path) {
+            Ok(file) => self.file(file),
+            Err(e) => self.failed(Error::File(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Makes the body a stream: once the status and headers are on their way, the server calls
+    /// `produce` on the handler's thread with a [`BodyWriter`], and the body is what it writes. It
+    /// goes out `chunked` (to an HTTP/1.0 client: ended by closing the connection); see
+    /// [`stream_sized`](Self::stream_sized) for a body of known length.
+    ///
+    /// The writer blocks while the client's socket is full. A write fails once the client has
+    /// gone: return then. An `Err` returned from `produce` (or a panic) cuts the body short, and
+    /// the server closes the connection so that the client sees it incomplete.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use plugin_api::ResponseBuilder;
+    ///
+    /// let events = ResponseBuilder::empty_200()
+    ///     .content_type("text/event-stream")
+    ///     .stream(|out| {
+    ///         for n in 0..3 {
+    ///             write!(out, "data: {n}\n\n")?;
+    ///             out.flush()?;
+    ///         }
+    ///         Ok(())
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// # let mut body = Vec::new();
+    /// # let plugin_api::Body::Stream(stream) = events.into_content() else { panic!() };
+    /// # stream.collect(&mut body).unwrap();
+    /// # assert_eq!(body, b"data: 0\n\ndata: 1\n\ndata: 2\n\n");
+    /// ```
+    pub fn stream<F>(mut self, produce: F) -> ResponseBuilder
+    where
+        F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()> + Send + 'static,
+    {
+        self.response.body = Body::Stream(StreamBody {
+            len: None,
+            produce: Box::new(produce),
+        });
+        self
+    }
+
+    /// Like [`stream`](Self::stream), for a body of exactly `len` bytes, sent with
+    /// `Content-Length`. Writing more fails; writing less closes the connection after it.
+    pub fn stream_sized<F>(mut self, len: u64, produce: F) -> ResponseBuilder
+    where
+        F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()> + Send + 'static,
+    {
+        self.response.body = Body::Stream(StreamBody {
+            len: Some(len),
+            produce: Box::new(produce),
+        });
         self
     }
 
@@ -254,6 +372,11 @@ impl ResponseBuilder {
 
     fn fail(&mut self, error: Error) {
         self.error.get_or_insert(error);
+    }
+
+    fn failed(mut self, error: Error) -> ResponseBuilder {
+        self.fail(error);
+        self
     }
 }
 
@@ -274,6 +397,8 @@ pub enum Error {
     ReservedHeader(String),
     /// Encoded header lines are not `name: value\r\n` lines.
     MalformedHeaderLines,
+    /// A file body cannot be used: it cannot be opened or read, or the range runs past its end.
+    File(String),
 }
 
 impl fmt::Display for Error {
@@ -287,6 +412,7 @@ impl fmt::Display for Error {
             ),
             Error::ReservedHeader(n) => write!(f, "header {n:?} is set by the server"),
             Error::MalformedHeaderLines => f.write_str("header lines are not `name: value\\r\\n`"),
+            Error::File(why) => write!(f, "file body: {why}"),
         }
     }
 }

@@ -38,6 +38,7 @@ mod handler;
 mod http;
 mod limits;
 mod pool;
+mod reply;
 mod running;
 mod server;
 mod shared;

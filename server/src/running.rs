@@ -33,6 +33,9 @@ pub(crate) struct Record {
     /// When the call began and when it must have answered, in clock milliseconds.
     started: AtomicU64,
     deadline: AtomicU64,
+    /// The time the call was given (its deadline less its start), by which a stream's progress
+    /// moves the deadline on.
+    budget: AtomicU64,
     /// The bulkhead the call runs in: its index in [`Bulkheads`](crate::Bulkheads) plus one; 0 for
     /// none.
     bulkhead: AtomicUsize,
@@ -92,6 +95,8 @@ impl Record {
     pub fn begin(&self, call: &Call<'_>) {
         self.started.store(call.started, Relaxed);
         self.deadline.store(call.deadline, Relaxed);
+        self.budget
+            .store(call.deadline.saturating_sub(call.started), Relaxed);
         self.bulkhead.store(0, Relaxed);
         self.fd.store(call.fd, Relaxed);
         self.token.store(call.token, Relaxed);
@@ -111,7 +116,25 @@ impl Record {
     #[inline]
     pub fn enter(&self, bulkhead: usize, deadline: u64) {
         self.bulkhead.store(bulkhead, Relaxed);
+        let started = self.started.load(Relaxed);
+        self.budget.store(deadline.saturating_sub(started), Relaxed);
         self.deadline.store(deadline, Relaxed);
+    }
+
+    /// Worker: the call's response head is on its way (a streamed body follows), so a `504` can no
+    /// longer follow it: past its deadline the connection is closed instead.
+    #[inline]
+    pub fn streaming(&self) {
+        self.clean.store(false, Relaxed);
+    }
+
+    /// Worker: a streamed body made progress at `now`, so the call's deadline moves on by the
+    /// time it was given. A handler that keeps its client fed is not hung.
+    pub fn progress(&self, now: u64) {
+        let moved = now.saturating_add(self.budget.load(Relaxed));
+        if moved > self.deadline.load(Relaxed) {
+            self.deadline.store(moved, Relaxed);
+        }
     }
 
     /// Worker: the call left its bulkhead.

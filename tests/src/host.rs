@@ -27,6 +27,7 @@ const PACKAGES: &[&str] = &[
     "no-symbol",
     "raw-bad",
     "static-files",
+    "events",
     "chaos",
     "crash-init",
     "slow",

@@ -5,9 +5,10 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use plugin_api::ResponseView;
+use plugin_api::{Response, ResponseView};
 
 use super::{Bulkhead, Reserved};
+use crate::reply::{self, Content, Reply};
 use crate::running::Record;
 use crate::shared::Shared;
 
@@ -19,10 +20,22 @@ pub struct Permit<'a> {
 /// One request on its way through a [`Handler`](crate::Handler): how it is answered, and the
 /// bulkhead it runs in.
 pub struct Call<'a> {
-    respond: &'a mut dyn FnMut(ResponseView<'_>),
+    reply: &'a mut dyn Reply,
     gate: Option<Gate<'a>>,
     declined: Option<Declined>,
-    responded: bool,
+    progress: Progress,
+}
+
+/// How far the answer to a call got.
+enum Progress {
+    Unanswered,
+    /// The response went to the reply: its status, and the body bytes so far.
+    Answered {
+        status: u16,
+        bytes: u64,
+    },
+    /// The handler gave a response the host cannot send.
+    Invalid(plugin_api::Error),
 }
 
 /// What the server knows of the request, to admit it.
@@ -60,33 +73,114 @@ impl Drop for Permit<'_> {
 
 impl<'a> Call<'a> {
     /// A call outside any server: `enter` always admits.
-    pub(crate) fn ungated(respond: &'a mut dyn FnMut(ResponseView<'_>)) -> Call<'a> {
+    pub(crate) fn ungated(reply: &'a mut dyn Reply) -> Call<'a> {
         Call {
-            respond,
+            reply,
             gate: None,
             declined: None,
-            responded: false,
+            progress: Progress::Unanswered,
         }
     }
 
     #[inline]
-    pub(crate) fn gated(respond: &'a mut dyn FnMut(ResponseView<'_>), gate: Gate<'a>) -> Call<'a> {
+    pub(crate) fn gated(reply: &'a mut dyn Reply, gate: Gate<'a>) -> Call<'a> {
         Call {
-            respond,
+            reply,
             gate: Some(gate),
             declined: None,
-            responded: false,
+            progress: Progress::Unanswered,
         }
     }
 
-    /// Answers the request. Only the first answer counts, and none once the call ran past its
-    /// deadline (the client was answered `504` already) or after [`enter`](Self::enter) said no.
+    /// Answers the request with a body of bytes. Only the first answer counts, and none once the
+    /// call ran past its deadline (the client was answered `504` already) or after
+    /// [`enter`](Self::enter) said no.
     #[inline]
     pub fn respond(&mut self, response: ResponseView<'_>) {
-        if self.declined.is_none() && self.gate.as_ref().is_none_or(|g| g.record.is_running()) {
-            self.responded = true;
-            (self.respond)(response);
+        self.start(response, Content::Bytes);
+    }
+
+    /// Answers the request with `response`, whatever its body: bytes, a file (sent with
+    /// `sendfile(2)`), or a stream, whose producer runs now, on this thread.
+    pub fn send(&mut self, response: Response) {
+        reply::send(self, response);
+    }
+
+    /// The status answered and the body bytes sent so far, once answered.
+    pub fn answered(&self) -> Option<(u16, u64)> {
+        match self.progress {
+            Progress::Answered { status, bytes } => Some((status, bytes)),
+            Progress::Unanswered | Progress::Invalid(_) => None,
         }
+    }
+
+    /// Whether an answer may still go out.
+    #[inline]
+    fn open(&self) -> bool {
+        self.declined.is_none() && self.gate.as_ref().is_none_or(|g| g.record.is_running())
+    }
+
+    /// The response's head and what its body is; `false` when it was not taken (answered
+    /// already, timed out, or declined).
+    #[inline]
+    pub(crate) fn start(&mut self, view: ResponseView<'_>, content: Content) -> bool {
+        if !matches!(self.progress, Progress::Unanswered) || !self.open() {
+            return false;
+        }
+        let bytes = match &content {
+            Content::Bytes => view.body.len() as u64,
+            Content::File(run) => run.remaining,
+            Content::Stream(_) => 0,
+        };
+        self.progress = Progress::Answered {
+            status: view.status,
+            bytes,
+        };
+        self.reply.start(view, content);
+        true
+    }
+
+    /// Appends to a streamed body; `false` once it cannot go on.
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> bool {
+        let Progress::Answered { bytes: sent, .. } = &mut self.progress else {
+            return false;
+        };
+        if !(self.gate.as_ref().is_none_or(|g| g.record.is_running()) && self.reply.write(bytes)) {
+            return false;
+        }
+        *sent += bytes.len() as u64;
+        true
+    }
+
+    /// Sends what a streamed body holds so far; `false` once it cannot go on.
+    pub(crate) fn flush(&mut self) -> bool {
+        matches!(self.progress, Progress::Answered { .. })
+            && self.gate.as_ref().is_none_or(|g| g.record.is_running())
+            && self.reply.flush()
+    }
+
+    /// The handler's response could not be sent as given.
+    pub(crate) fn invalid(&mut self, error: plugin_api::Error) {
+        if matches!(self.progress, Progress::Unanswered) {
+            self.progress = Progress::Invalid(error);
+        }
+    }
+
+    /// Why the handler's response was refused, if it was.
+    pub(crate) fn take_invalid(&mut self) -> Option<plugin_api::Error> {
+        match std::mem::replace(&mut self.progress, Progress::Unanswered) {
+            Progress::Invalid(e) => Some(e),
+            other => {
+                self.progress = other;
+                None
+            }
+        }
+    }
+
+    /// A streamed body was cut short (its producer failed or panicked): the connection must end
+    /// without the body's proper end.
+    pub(crate) fn abort(&mut self) {
+        self.reply.abort();
     }
 
     /// Whether the call ran past its deadline: the client was answered without it.
@@ -105,7 +199,7 @@ impl<'a> Call<'a> {
         let Some(gate) = self.gate.as_mut() else {
             return Some(Permit { held: None });
         };
-        if self.responded || self.declined.is_some() {
+        if !matches!(self.progress, Progress::Unanswered) || self.declined.is_some() {
             // Answered already, or told no: there is nothing left to limit.
             return Some(Permit { held: None });
         }

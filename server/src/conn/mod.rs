@@ -19,6 +19,7 @@ pub(crate) use slot::Slot;
 
 use crate::bulkhead::Admission;
 use crate::http::body::Chunked;
+use crate::reply::FileRun;
 
 /// What a connection keeps between two turns of a worker. An idle keep-alive connection holds a
 /// socket and empty buffers: no allocation.
@@ -73,6 +74,9 @@ pub(crate) enum Writing {
     Clear,
     /// Encoded responses the socket has not taken yet.
     Owed(Vec<u8>),
+    /// Bytes (the head of a file response, and whatever preceded it), then the rest of the file,
+    /// sent with `sendfile(2)`. Requests pipelined behind it wait in the input.
+    File { bytes: Vec<u8>, file: FileRun },
 }
 
 impl Conn {

@@ -19,6 +19,17 @@ pub(crate) enum Persist {
     Close,
 }
 
+/// How a response's body is delimited on the wire (RFC 9112 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delimit {
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (HTTP/1.1 only).
+    Chunked,
+    /// Neither: the body ends when the connection closes (HTTP/1.0, length unknown).
+    Close,
+}
+
 /// Appends `response` to `out`.
 ///
 /// For `HEAD` (`head_only`), the headers are those of the `GET` response, `Content-Length`
@@ -31,28 +42,75 @@ pub(crate) fn encode(
     persist: Persist,
     date: &[u8],
 ) {
-    let status = response.status;
+    let delimit = Delimit::Length(response.body.len() as u64);
+    encode_head(out, response.status, response.head, delimit, persist, date);
+    if !head_only && !bodyless(response.status) {
+        out.extend_from_slice(response.body);
+    }
+}
+
+/// Appends a response's status line and headers, for a body delimited by `delimit` (none for a
+/// bodyless status).
+pub(crate) fn encode_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    head: &[u8],
+    delimit: Delimit,
+    persist: Persist,
+    date: &[u8],
+) {
     status_line(out, status);
     out.extend_from_slice(b"date: ");
     out.extend_from_slice(date);
     out.extend_from_slice(b"\r\n");
-    let bodyless = matches!(status, 100..=199 | 204 | 304);
-    if !bodyless {
-        out.extend_from_slice(b"content-length: ");
-        push_decimal(out, response.body.len() as u64);
-        out.extend_from_slice(b"\r\n");
+    if !bodyless(status) {
+        match delimit {
+            Delimit::Length(n) => {
+                out.extend_from_slice(b"content-length: ");
+                push_decimal(out, n);
+                out.extend_from_slice(b"\r\n");
+            }
+            Delimit::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            Delimit::Close => {}
+        }
     }
     match persist {
         Persist::KeepAlive11 => {}
         Persist::KeepAlive10 => out.extend_from_slice(b"connection: keep-alive\r\n"),
         Persist::Close => out.extend_from_slice(b"connection: close\r\n"),
     }
-    out.extend_from_slice(response.head);
+    out.extend_from_slice(head);
     out.extend_from_slice(b"\r\n");
-    if !head_only && !bodyless {
-        out.extend_from_slice(response.body);
-    }
 }
+
+/// Whether a status never carries a body (RFC 9110 §15.2, §15.3.5, §15.4.5).
+pub(crate) fn bodyless(status: u16) -> bool {
+    matches!(status, 100..=199 | 204 | 304)
+}
+
+/// Appends the framing of one chunk of `len` bytes (RFC 9112 §7.1): its size line. The data and
+/// then [`CHUNK_END`] follow.
+pub(crate) fn chunk_size(out: &mut Vec<u8>, len: usize) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = len;
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What follows each chunk's data.
+pub(crate) const CHUNK_END: &[u8] = b"\r\n";
+
+/// The last chunk and an empty trailer section: the end of a chunked body.
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Appends a short plain-text error response that closes the connection.
 pub(crate) fn encode_error(out: &mut Vec<u8>, status: u16, why: &str, date: &[u8]) {
@@ -208,6 +266,10 @@ mod tests {
             text(&out),
             "HTTP/1.1 400 Bad Request\r\ndate: D\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbad\n"
         );
+        let mut c = Vec::new();
+        chunk_size(&mut c, 0x1a2b);
+        chunk_size(&mut c, 0);
+        assert_eq!(text(&c), "1a2b\r\n0\r\n");
         let mut n = Vec::new();
         push_decimal(&mut n, 0);
         push_decimal(&mut n, u64::MAX);

@@ -11,22 +11,21 @@
 
 use std::ffi::c_void;
 use std::fmt::Write as _;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libloading::Library;
+use plugin_api::Request;
 use plugin_api::abi::{
-    ABI_VERSION, BytesSink, DECLARATION_SYMBOL, Declaration, HostApi, MAGIC, RawBytes, RawResponse,
-    ResponseSink, Status,
+    ABI_VERSION, BytesSink, DECLARATION_SYMBOL, Declaration, HostApi, MAGIC, RawBytes, Status,
 };
-use plugin_api::{Request, ResponseView};
 use sha2::{Digest, Sha256};
 
-use crate::crash;
+use crate::bulkhead::Call;
 use crate::plugin::LoadError;
 use crate::worker::internal_error;
+use crate::{crash, reply};
 
 /// One loaded copy of a plugin: its library, its instance, and what it was loaded from.
 ///
@@ -234,45 +233,40 @@ impl Generation {
         }
     }
 
-    /// Answers a request with the plugin's handler, handing its response to `respond` while the
-    /// plugin still owns it (no copy). A panic, or a response the host cannot send, becomes a `500`
-    /// and a log line.
+    /// Answers a request with the plugin's handler, through `call` while the plugin still owns
+    /// the response (no copy). A panic, or a response the host cannot send, becomes a `500` and a
+    /// log line; a streamed body its plugin cuts short ends the connection.
     ///
-    /// Returns `false` when the plugin failed and the `500` was substituted.
-    pub fn handle_into(
-        &self,
-        request: &Request<'_>,
-        respond: &mut dyn FnMut(ResponseView<'_>),
-    ) -> bool {
-        let mut answer = Answer {
-            respond,
-            outcome: Outcome::Nothing,
-        };
-        let sink = ResponseSink {
-            ctx: (&mut answer as *mut Answer<'_, '_>).cast(),
-            callback_respond,
-        };
+    /// Returns `false` when the plugin failed.
+    pub fn handle(&self, request: &Request<'_>, call: &mut Call<'_>) -> bool {
+        let sink = reply::sink(call);
         let busy = crash::enter(
             &self.tag.crash,
             &[request.method().as_bytes(), request.target().as_bytes()],
         );
         // SAFETY: we trust the plugin; the instance is live while `self` is, and `request` and
-        // `sink` (with the `answer` it points to) outlive the call. `decl` points into the library
-        // `self` keeps loaded.
+        // `sink` (with the call it points to, unused meanwhile) outlive the call. `decl` points
+        // into the library `self` keeps loaded.
         let status = unsafe { ((*self.decl).on_handle)(self.instance, request, &sink) };
         drop(busy);
-        let Answer { respond, outcome } = answer;
-        let why = match (status, outcome) {
-            (Status::OK, Outcome::Answered) => return true,
-            (_, Outcome::Invalid(e)) => format!("invalid response from the plugin: {e}"),
-            (Status::OK, _) => "the plugin returned no response".to_owned(),
+        let why = match (status, call.take_invalid(), call.answered()) {
+            (_, Some(e), _) => format!("invalid response from the plugin: {e}"),
+            (Status::OK, None, Some(_)) => return true,
+            (_, None, Some(_)) => {
+                // The head went out: only ending the connection tells the client.
+                call.abort();
+                return false;
+            }
+            // Past its deadline, the client was answered without it.
+            (_, None, None) if call.timed_out() => return false,
+            (Status::OK, None, None) => "the plugin returned no response".to_owned(),
             // The plugin's glue already logged the panic message through the host.
-            (_, _) => String::new(),
+            (_, None, None) => String::new(),
         };
         if !why.is_empty() {
             tracing::error!(plugin = %self.name, generation = self.number, target = request.target(), "{why}");
         }
-        respond(internal_error().view());
+        call.respond(internal_error().view());
         false
     }
 
@@ -388,41 +382,6 @@ unsafe extern "C" fn callback_write(ctx: *mut c_void, bytes: RawBytes) {
     // sink; the plugin lends `bytes` for this call.
     let (out, bytes) = unsafe { (&mut *ctx.cast::<Vec<u8>>(), bytes.as_slice()) };
     out.extend_from_slice(bytes);
-}
-
-/// Where `callback_respond` puts a plugin's response: straight to the server's encoder.
-struct Answer<'r, 'v> {
-    respond: &'r mut dyn FnMut(ResponseView<'v>),
-    outcome: Outcome,
-}
-
-enum Outcome {
-    Nothing,
-    Answered,
-    Invalid(plugin_api::Error),
-}
-
-unsafe extern "C" fn callback_respond(ctx: *mut c_void, response: *const RawResponse) {
-    // SAFETY: `ctx` is the `Answer` of `Generation::handle_into`, alive during `on_handle`; the
-    // plugin lends `response` and the bytes it points to for this call.
-    let (answer, raw) = unsafe { (&mut *ctx.cast::<Answer<'_, '_>>(), &*response) };
-    if !matches!(answer.outcome, Outcome::Nothing) {
-        return;
-    }
-    // SAFETY: as above.
-    let (head, body) = unsafe { (raw.headers.as_slice(), raw.body.as_slice()) };
-    let close = raw.flags & RawResponse::CLOSE != 0;
-    match ResponseView::check(raw.status, head, body, close) {
-        Ok(view) => {
-            // The encoder must not unwind into the plugin's frames.
-            let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| (answer.respond)(view)));
-            answer.outcome = match encoded {
-                Ok(()) => Outcome::Answered,
-                Err(_) => Outcome::Invalid(plugin_api::Error::MalformedHeaderLines),
-            };
-        }
-        Err(e) => answer.outcome = Outcome::Invalid(e),
-    }
 }
 
 unsafe extern "C" fn callback_log(ctx: *const c_void, level: u8, message: RawBytes) {

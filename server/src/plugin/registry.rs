@@ -17,9 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use plugin_api::{Request, Response, ResponseBuilder, ResponseView, abi::ABI_VERSION};
+use plugin_api::{Request, Response, ResponseBuilder, abi::ABI_VERSION};
 
 use crate::plugin::{Generation, LoadError, PluginFile};
+use crate::reply::Collected;
 use crate::{Bulkhead, Bulkheads, Call, Handler};
 
 /// One mounted plugin, for `check` and status pages.
@@ -584,13 +585,11 @@ impl Registry {
 
 impl Handler for Registry {
     fn handle(&self, request: &Request<'_>) -> Response {
-        let mut owned = None;
-        self.handle_into(request, &mut |view| owned = Some(view.to_owned()));
-        owned.unwrap_or_else(crate::worker::internal_error)
-    }
-
-    fn handle_into(&self, request: &Request<'_>, respond: &mut dyn FnMut(ResponseView<'_>)) {
-        self.serve(request, &mut Call::ungated(respond));
+        let mut collected = Collected::default();
+        self.serve(request, &mut Call::ungated(&mut collected));
+        collected
+            .finish()
+            .unwrap_or_else(crate::worker::internal_error)
     }
 
     fn serve(&self, request: &Request<'_>, call: &mut Call<'_>) {
@@ -617,21 +616,13 @@ impl Registry {
         request: &Request<'_>,
         call: &mut Call<'_>,
         served: &mut Option<(String, u64)>,
-    ) -> Option<(u16, usize)> {
+    ) -> Option<(u16, u64)> {
         let table = self.table.load();
         let path = request.path();
-        let mut answer = None;
-        let mut respond = |view: ResponseView<'_>, call: &mut Call<'_>| {
-            answer = Some((view.status, view.body.len()));
-            call.respond(view);
-        };
         let Some((prefix, mount, name)) = table.routes.iter().find(|(p, _, _)| matches(p, path))
         else {
-            respond(
-                plain(404, "no plugin is mounted at this path\n").view(),
-                call,
-            );
-            return answer;
+            call.respond(plain(404, "no plugin is mounted at this path\n").view());
+            return call.answered();
         };
         // A guard, not a clone: it keeps the generation alive for the call without touching the
         // reference count that every worker shares.
@@ -643,12 +634,12 @@ impl Registry {
                     "plugin {name} is quarantined: it crashed its server process; a new build of \
                      its file or SIGHUP lifts it\n"
                 );
-                respond(plain(503, body).view(), call);
+                call.respond(plain(503, body).view());
             } else {
                 let body = "the plugin for this path is not available\n";
-                respond(plain(503, body).view(), call);
+                call.respond(plain(503, body).view());
             }
-            return answer;
+            return call.answered();
         };
         let _permit = call.enter(&mount.bulkhead)?;
         if self.access_log.load(Ordering::Relaxed) {
@@ -657,11 +648,12 @@ impl Registry {
         let prefix = if prefix == "/" { "" } else { prefix };
         let request = request.with_mount(prefix);
         if !self.metrics.load(Ordering::Relaxed) {
-            generation.handle_into(&request, &mut |view| respond(view, call));
-            return answer;
+            generation.handle(&request, call);
+            return call.answered();
         }
         let started = Instant::now();
-        let ok = generation.handle_into(&request, &mut |view| respond(view, call));
+        let ok = generation.handle(&request, call);
+        let answer = call.answered();
         mount
             .stats
             .record(answer.map_or(0, |a| a.0), ok, started.elapsed());
@@ -673,7 +665,7 @@ impl Registry {
 /// generation (`-` when no plugin answered).
 fn access_line(
     request: &Request<'_>,
-    (status, bytes): (u16, usize),
+    (status, bytes): (u16, u64),
     took: std::time::Duration,
     served: Option<(String, u64)>,
 ) {

@@ -6,13 +6,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 
 use plugin_api::__private::panic_message;
-use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder, ResponseView};
+use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder};
 
+use super::reply::{Encoder, Sent, Streamed};
 use super::{Answer, Worker};
 use crate::Limits;
 use crate::bulkhead::{Admission, Call, Declined, Gate};
 use crate::conn::Conn;
-use crate::http::encode::{encode, encode_busy, persist};
+use crate::http::encode::{CHUNK_END, LAST_CHUNK, chunk_size, encode, encode_busy, persist};
 use crate::http::parse::Head;
 use crate::running::{self, Ended};
 use crate::shared::Shared;
@@ -50,9 +51,10 @@ impl Worker {
         if granted.is_none() && now > deadline {
             return self.refuse(head, "the request waited past its deadline\n", draining());
         }
-        let Some(fd) = conn.stream.as_ref().map(|s| s.as_raw_fd()) else {
+        let Some(socket) = conn.stream.as_ref() else {
             return Answer::Gone;
         };
+        let fd = socket.as_raw_fd();
         let request = Request::new(RequestParts {
             method: head.method,
             target: head.target,
@@ -61,6 +63,7 @@ impl Worker {
             body,
             peer: Some(conn.peer),
             mount: "",
+            source: None,
         });
         let record = &*self.record;
         record.begin(&running::Call {
@@ -72,17 +75,21 @@ impl Worker {
             method: head.method,
             target: head.target,
         });
-        let mut close = None;
+        let mut encoder = Encoder {
+            out: &mut self.out,
+            date: self.date.get(),
+            head_only,
+            version: head.version,
+            keep_alive: head.keep_alive,
+            draining: &shared.draining,
+            socket,
+            record,
+            clock: &shared.clock,
+            write_timeout: limits.write_timeout,
+            sent: Sent::Nothing,
+            chunk: Vec::new(),
+        };
         let declined = {
-            let date = self.date.get();
-            let out = &mut self.out;
-            let mut encode_into = |view: ResponseView<'_>| {
-                if close.is_none() {
-                    let closing = !head.keep_alive || view.close || draining();
-                    encode(out, view, head_only, persist(head.version, closing), date);
-                    close = Some(closing);
-                }
-            };
             let gate = Gate {
                 shared,
                 record,
@@ -92,11 +99,13 @@ impl Worker {
                 fd,
                 granted,
             };
-            let mut call = Call::gated(&mut encode_into, gate);
+            let mut call = Call::gated(&mut encoder, gate);
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 shared.handler.serve(&request, &mut call)
             }));
             if let Err(panic) = outcome {
+                // A body under way is cut short: only closing tells the client.
+                call.abort();
                 tracing::error!(
                     peer = %conn.peer,
                     method = head.method,
@@ -107,6 +116,9 @@ impl Worker {
             }
             call.finish()
         };
+        let sent = std::mem::replace(&mut encoder.sent, Sent::Nothing);
+        let chunk = std::mem::take(&mut encoder.chunk);
+        drop(encoder);
         if let Ended::Lost { bulkhead } = record.end() {
             return Answer::Lost { bulkhead };
         }
@@ -118,8 +130,14 @@ impl Worker {
             Some(Declined::Gone) => return Answer::Gone,
             None => {}
         }
-        if let Some(close) = close {
-            return Answer::Sent { close };
+        match sent {
+            Sent::Nothing => {}
+            Sent::Whole { close } => return Answer::Sent { close },
+            Sent::File { run, close } => {
+                self.file = Some(run);
+                return Answer::Sent { close };
+            }
+            Sent::Stream { close, body } => return self.end_stream(body, &chunk, close),
         }
         // The request was read whole, so the connection can go on after the 500.
         let closing = !head.keep_alive || draining();
@@ -133,6 +151,36 @@ impl Worker {
             date,
         );
         Answer::Sent { close: closing }
+    }
+
+    /// Ends a streamed body after its handler returned.
+    /// `chunk`: data of a chunked body not yet framed.
+    fn end_stream(&mut self, body: Streamed, chunk: &[u8], close: bool) -> Answer {
+        match body {
+            Streamed::Chunked => {
+                if !chunk.is_empty() {
+                    chunk_size(&mut self.out, chunk.len());
+                    self.out.extend_from_slice(chunk);
+                    self.out.extend_from_slice(CHUNK_END);
+                }
+                self.out.extend_from_slice(LAST_CHUNK);
+                Answer::Sent { close }
+            }
+            Streamed::Sized(0) | Streamed::NoBody => Answer::Sent { close },
+            Streamed::UntilClose => Answer::Sent { close: true },
+            Streamed::Sized(owed) => {
+                // What was written goes out; the close tells the client the body is short.
+                tracing::warn!(
+                    owed,
+                    "a streamed body was shorter than its declared length; closing"
+                );
+                Answer::Gone
+            }
+            Streamed::Broken => {
+                self.out.clear();
+                Answer::Gone
+            }
+        }
     }
 
     /// Answers `503` with `Retry-After` without calling the handler; `why` is a line.

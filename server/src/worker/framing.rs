@@ -32,7 +32,7 @@ impl Worker {
                 conn.reading = Reading::Head { since: 0 };
                 return Step::NeedInput;
             }
-            if self.out.len() > OUT_HIGH_WATER {
+            if self.out.len() > OUT_HIGH_WATER || self.file.is_some() {
                 return Step::More;
             }
             if let Reading::Head { since: 0 } = conn.reading {

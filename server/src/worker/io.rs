@@ -6,44 +6,61 @@ use std::net::Shutdown;
 
 use super::{LINGER_BYTES, LINGER_MS, Next, READ_BUF, SMALL_BUF, Worker};
 use crate::conn::{Conn, InBuf, Reading, Writing};
+use crate::reply::FileRun;
 use crate::shared::Shared;
 
 impl Worker {
-    /// Writes `data`; `None` when all of it went. Otherwise keeps the rest for the next turn, asks
-    /// mio for write readiness, and returns what to do: wait until `deadline`, or close.
+    /// Writes `data`, then the file run if any; `None` when all of it went. Otherwise keeps the
+    /// rest for the next turn, asks mio for write readiness, and returns what to do: wait until
+    /// `deadline`, or close.
     #[inline]
     pub(super) fn write(
         &mut self,
         shared: &Shared,
         conn: &mut Conn,
         data: &[u8],
+        file: Option<FileRun>,
         deadline: u64,
     ) -> Option<Next> {
         let stream = conn.stream.as_mut().expect("checked by drive");
-        match write_some(stream, data) {
-            Ok(n) if n == data.len() => None,
-            Ok(n) => {
-                conn.writing = Writing::Owed(data[n..].to_vec());
-                if !conn.write_interest {
-                    conn.write_interest = true;
-                    let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
-                    let token = mio::Token(conn.token);
-                    if let Err(e) = shared.registry.reregister(stream, token, interest) {
-                        tracing::warn!(peer = %conn.peer, error = %e, "cannot wait for write readiness");
-                        return Some(Next::Close);
-                    }
-                    // Space may have freed before the interest was added: try once more, so that
-                    // the edge we wait for cannot have passed already.
-                    let Writing::Owed(rest) = std::mem::replace(&mut conn.writing, Writing::Clear)
-                    else {
-                        unreachable!("set above");
-                    };
-                    return self.write(shared, conn, &rest, deadline);
-                }
-                Some(Next::Idle(deadline))
-            }
-            Err(e) => Some(closed_by(e, conn)),
+        let written = match write_some(stream, data) {
+            Ok(n) => n,
+            Err(e) => return Some(closed_by(e, conn)),
+        };
+        conn.writing = match file {
+            None if written == data.len() => return None,
+            None => Writing::Owed(data[written..].to_vec()),
+            Some(mut file) if written == data.len() => match send_file(stream, &mut file) {
+                Ok(true) => return None,
+                Ok(false) => Writing::File {
+                    bytes: Vec::new(),
+                    file,
+                },
+                Err(e) => return Some(closed_by(e, conn)),
+            },
+            Some(file) => Writing::File {
+                bytes: data[written..].to_vec(),
+                file,
+            },
+        };
+        if conn.write_interest {
+            return Some(Next::Idle(deadline));
         }
+        conn.write_interest = true;
+        let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+        let token = mio::Token(conn.token);
+        if let Err(e) = shared.registry.reregister(stream, token, interest) {
+            tracing::warn!(peer = %conn.peer, error = %e, "cannot wait for write readiness");
+            return Some(Next::Close);
+        }
+        // Space may have freed before the interest was added: try once more, so that the edge we
+        // wait for cannot have passed already.
+        let (rest, file) = match std::mem::replace(&mut conn.writing, Writing::Clear) {
+            Writing::Owed(rest) => (rest, None),
+            Writing::File { bytes, file } => (bytes, Some(file)),
+            Writing::Clear => unreachable!("set above"),
+        };
+        self.write(shared, conn, &rest, file, deadline)
     }
 
     /// Gives the read buffer back: the connection keeps a partial request in a buffer of its own,
@@ -127,6 +144,45 @@ fn write_some(stream: &mut mio::net::TcpStream, data: &[u8]) -> io::Result<usize
         }
     }
     Ok(written)
+}
+
+/// Sends as much of a file run as the socket takes now, straight from the file (`sendfile(2)`):
+/// `Ok(true)` when all of it went. A file shorter than the run promised is an error: the response
+/// cannot be completed, so the connection ends.
+fn send_file(stream: &mut mio::net::TcpStream, run: &mut FileRun) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    while run.remaining > 0 {
+        let mut offset = libc::off_t::try_from(run.offset)
+            .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "file offset too large"))?;
+        // At most 1 GiB a call, well under what `sendfile` takes at once.
+        let count = run.remaining.min(1 << 30) as usize;
+        // SAFETY: both descriptors are open for the call (the socket is the connection's, the
+        // file is owned by `run`); `offset` is a valid `off_t` that `sendfile` updates, leaving
+        // the file's own position alone.
+        let n =
+            unsafe { libc::sendfile(stream.as_raw_fd(), run.file.as_raw_fd(), &mut offset, count) };
+        match n {
+            0 => {
+                return Err(io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "the file is shorter than the response promised",
+                ));
+            }
+            n if n > 0 => {
+                run.offset += n as u64;
+                run.remaining -= n as u64;
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    ErrorKind::WouldBlock => return Ok(false),
+                    ErrorKind::Interrupted => {}
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// A socket error ends the connection; resets and broken pipes are routine.

@@ -12,6 +12,7 @@
 mod dispatch;
 mod framing;
 mod io;
+mod reply;
 
 use std::io::{ErrorKind, Read};
 use std::net::Shutdown;
@@ -26,6 +27,7 @@ use crate::Limits;
 use crate::bulkhead::{Admission, Bulkhead};
 use crate::conn::{Conn, InBuf, Reading, Slot, Writing};
 use crate::http::encode::DateCache;
+use crate::reply::FileRun;
 use crate::running::Record;
 use crate::shared::Shared;
 
@@ -58,6 +60,8 @@ pub(crate) struct Worker {
     date: DateCache,
     /// Bytes the current partial request still needs, as a hint for growing the buffer.
     want: usize,
+    /// The file body of the last response encoded, sent once `out` is written.
+    file: Option<FileRun>,
 }
 
 /// What to do with a connection after a turn.
@@ -77,7 +81,8 @@ enum Next {
 enum Step {
     /// Everything complete was answered; waiting for more bytes.
     NeedInput,
-    /// Output passed the high-water mark with requests still buffered: write, then continue.
+    /// Output passed the high-water mark, or a file body must follow it, with requests still
+    /// buffered: write, then continue.
     More,
     /// Close after the output is written; `linger` after an error.
     Close { linger: bool },
@@ -109,6 +114,7 @@ impl Worker {
             headers: Vec::new(),
             date: DateCache::new(),
             want: 0,
+            file: None,
         }
     }
 
@@ -196,12 +202,17 @@ impl Worker {
         if conn.stream.is_none() {
             return Next::Close;
         }
-        if let Writing::Owed(output) = std::mem::replace(&mut conn.writing, Writing::Clear) {
+        let (output, file) = match std::mem::replace(&mut conn.writing, Writing::Clear) {
+            Writing::Clear => (Vec::new(), None),
+            Writing::Owed(output) => (output, None),
+            Writing::File { bytes, file } => (bytes, Some(file)),
+        };
+        if !output.is_empty() || file.is_some() {
             let deadline = match conn.reading {
                 Reading::Discard { until } => until,
                 _ => shared.clock.after(now, limits.write_timeout),
             };
-            if let Some(next) = self.write(shared, conn, &output, deadline) {
+            if let Some(next) = self.write(shared, conn, &output, file, deadline) {
                 return next;
             }
         }
@@ -265,10 +276,11 @@ impl Worker {
                 Step::Close { linger: false } => Some(!buf.is_empty() || !(drained || eof)),
                 _ => None,
             };
-            if !self.out.is_empty() {
+            if !self.out.is_empty() || self.file.is_some() {
                 let out = std::mem::take(&mut self.out);
                 let deadline = shared.clock.after(now, limits.write_timeout);
-                let blocked = self.write(shared, conn, &out, deadline);
+                let file = self.file.take();
+                let blocked = self.write(shared, conn, &out, file, deadline);
                 self.out = out;
                 self.out.clear();
                 if let Some(next) = blocked {

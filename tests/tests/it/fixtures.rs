@@ -36,7 +36,7 @@ fn each_bad_plugin_is_refused_with_a_clear_line_and_the_rest_serve() {
     );
     let line = wait("plugin wrong_abi: refused libwrong_abi.so");
     assert!(
-        line.contains("plugin ABI version 3") && line.contains("host speaks ABI version 2"),
+        line.contains("plugin ABI version 4") && line.contains("host speaks ABI version 3"),
         "{line}"
     );
     let line = wait("plugin no_symbol: refused libno_symbol.so");

@@ -21,6 +21,7 @@ fn invalid_plugin_responses_become_clean_500s() {
         "nul",
         "unterminated",
         "status",
+        "kind",
         "none",
     ] {
         let r = c.get(&format!("/raw_bad/{path}"));

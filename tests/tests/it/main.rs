@@ -14,3 +14,4 @@ mod reload;
 mod routing;
 mod signals;
 mod static_files;
+mod streaming;

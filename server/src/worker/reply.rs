@@ -1,0 +1,247 @@
+//! The worker's [`Reply`]: encodes a handler's answer into the turn's output buffer. A body of
+//! bytes is encoded whole; a file is left for the turn to send with `sendfile(2)` once the output
+//! before it is written (`io.rs`); a stream is written by the handler through this encoder while
+//! its call runs, framed by `Content-Length`, `chunked`, or the connection's close, and the
+//! handler's thread waits (bounded by the write timeout) while the socket is full.
+
+use std::io::{ErrorKind, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mio::net::TcpStream;
+use plugin_api::{ResponseView, Version};
+
+use crate::http::encode::{CHUNK_END, Delimit, bodyless, chunk_size, encode, encode_head, persist};
+use crate::reply::{Content, FileRun, Reply};
+use crate::running::Record;
+
+/// Streamed bytes held before they are sent, unless the handler flushes first.
+const STREAM_BUF: usize = 64 * 1024;
+
+/// Encodes one call's answer; see the module doc.
+pub(super) struct Encoder<'w> {
+    pub out: &'w mut Vec<u8>,
+    pub date: &'w [u8],
+    /// The request was `HEAD`: headers only.
+    pub head_only: bool,
+    pub version: Version,
+    /// The request allows the connection to persist.
+    pub keep_alive: bool,
+    /// Read when the head is encoded: shutdown may begin while the handler runs.
+    pub draining: &'w AtomicBool,
+    /// The client's socket, for a stream's writes.
+    pub socket: &'w TcpStream,
+    /// For the watchdog: a stream that makes progress is not hung, and its client has a head.
+    pub record: &'w Record,
+    pub clock: &'w crate::clock::Clock,
+    /// How long a stream's write waits for room in the socket.
+    pub write_timeout: std::time::Duration,
+    /// What was answered.
+    pub sent: Sent,
+    /// A chunked stream's data not yet framed: writes gather here until a flush or
+    /// [`STREAM_BUF`].
+    pub chunk: Vec<u8>,
+}
+
+/// What an [`Encoder`] was given.
+pub(super) enum Sent {
+    Nothing,
+    /// Encoded whole in the output.
+    Whole {
+        close: bool,
+    },
+    /// The head is in the output; the file follows it.
+    File {
+        run: FileRun,
+        close: bool,
+    },
+    /// The head (and maybe some of the body) is in the output or sent.
+    Stream {
+        close: bool,
+        body: Streamed,
+    },
+}
+
+/// How far a streamed body got.
+pub(super) enum Streamed {
+    Chunked,
+    /// `Content-Length`: bytes still owed.
+    Sized(u64),
+    /// Ended by closing the connection (HTTP/1.0 without a length).
+    UntilClose,
+    /// The response has no body (`HEAD`, `304`): writes fail.
+    NoBody,
+    /// The client went away, the socket stayed full past the timeout, more than the declared
+    /// length was written, or the producer failed: the connection ends as it is.
+    Broken,
+}
+
+impl Reply for Encoder<'_> {
+    fn start(&mut self, view: ResponseView<'_>, content: Content) {
+        let closing = !self.keep_alive || view.close || self.draining.load(Ordering::Acquire);
+        let no_body = self.head_only || bodyless(view.status);
+        self.sent = match content {
+            Content::Bytes => {
+                let persist = persist(self.version, closing);
+                encode(self.out, view, self.head_only, persist, self.date);
+                Sent::Whole { close: closing }
+            }
+            Content::File(run) => {
+                self.head(&view, Delimit::Length(run.remaining), closing);
+                match no_body {
+                    // The file closes as `run` drops.
+                    true => Sent::Whole { close: closing },
+                    false => Sent::File {
+                        run,
+                        close: closing,
+                    },
+                }
+            }
+            Content::Stream(len) => {
+                let (delimit, body, close) = match (len, self.version) {
+                    (Some(n), _) => (Delimit::Length(n), Streamed::Sized(n), closing),
+                    (None, Version::Http11) => (Delimit::Chunked, Streamed::Chunked, closing),
+                    (None, Version::Http10) => (Delimit::Close, Streamed::UntilClose, true),
+                };
+                let body = if no_body { Streamed::NoBody } else { body };
+                self.head(&view, delimit, close);
+                // From here on the client may have part of this answer: a late `504` would
+                // corrupt it, so the watchdog closes the connection instead.
+                self.record.streaming();
+                Sent::Stream { close, body }
+            }
+        };
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        let Sent::Stream { body, .. } = &mut self.sent else {
+            return false;
+        };
+        let len = bytes.len();
+        match body {
+            Streamed::NoBody | Streamed::Broken => return false,
+            Streamed::Sized(owed) if len as u64 > *owed => {
+                tracing::warn!("a streamed body was longer than its declared length; closing");
+                *body = Streamed::Broken;
+                return false;
+            }
+            Streamed::Sized(owed) => *owed -= len as u64,
+            Streamed::Chunked | Streamed::UntilClose => {}
+        }
+        if self.out.len() + self.chunk.len() + len <= STREAM_BUF {
+            // Small writes gather: one chunk (and one send) for many of them.
+            let held = if matches!(body, Streamed::Chunked) {
+                &mut self.chunk
+            } else {
+                &mut *self.out
+            };
+            held.extend_from_slice(bytes);
+            return true;
+        }
+        // A large write goes out now, straight from the handler's buffer.
+        let chunked = matches!(body, Streamed::Chunked);
+        if chunked {
+            chunk_size(self.out, self.chunk.len() + len);
+            self.out.append(&mut self.chunk);
+        }
+        let out = std::mem::take(self.out);
+        let sent = self.push(&out) && self.push(bytes);
+        *self.out = out;
+        self.out.clear();
+        if chunked {
+            self.out.extend_from_slice(CHUNK_END);
+        }
+        sent
+    }
+
+    fn flush(&mut self) -> bool {
+        let Sent::Stream { body, .. } = &self.sent else {
+            return false;
+        };
+        match body {
+            Streamed::NoBody | Streamed::Broken => return false,
+            Streamed::Chunked if !self.chunk.is_empty() => {
+                chunk_size(self.out, self.chunk.len());
+                self.out.append(&mut self.chunk);
+                self.out.extend_from_slice(CHUNK_END);
+            }
+            Streamed::Chunked | Streamed::Sized(_) | Streamed::UntilClose => {}
+        }
+        let out = std::mem::take(self.out);
+        let sent = self.push(&out);
+        *self.out = out;
+        self.out.clear();
+        sent
+    }
+
+    fn abort(&mut self) {
+        if let Sent::Stream { body, .. } = &mut self.sent {
+            *body = Streamed::Broken;
+        }
+    }
+}
+
+impl Encoder<'_> {
+    /// Encodes the status line and headers of a body delimited by `delimit`.
+    fn head(&mut self, view: &ResponseView<'_>, delimit: Delimit, close: bool) {
+        let persist = persist(self.version, close);
+        encode_head(
+            self.out,
+            view.status,
+            view.head,
+            delimit,
+            persist,
+            self.date,
+        );
+    }
+
+    /// Writes all of `data` to the socket, waiting while it is full. On failure the stream is
+    /// broken.
+    fn push(&mut self, mut data: &[u8]) -> bool {
+        while !data.is_empty() {
+            match (&*self.socket).write(data) {
+                Ok(0) => return self.broken(),
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if !writable(self.socket, self.write_timeout) {
+                        tracing::debug!("a streamed response's client stopped reading; closing");
+                        return self.broken();
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "a streamed response's client went away");
+                    return self.broken();
+                }
+            }
+        }
+        // Progress: the handler's deadline counts again from now.
+        self.record.progress(self.clock.now());
+        true
+    }
+
+    fn broken(&mut self) -> bool {
+        self.abort();
+        false
+    }
+}
+
+/// Waits until `socket` has room to write, or `timeout` passes: `false` then, or on an error or
+/// hang-up. A blocking wait on the worker's thread, which the handler owns anyway.
+fn writable(socket: &TcpStream, timeout: std::time::Duration) -> bool {
+    let mut fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    loop {
+        // SAFETY: one valid `pollfd` for the socket, which the worker's connection keeps open for
+        // the whole call.
+        let n = unsafe { libc::poll(&mut fd, 1, ms) };
+        if n < 0 && std::io::Error::last_os_error().kind() == ErrorKind::Interrupted {
+            continue;
+        }
+        return n > 0 && fd.revents & libc::POLLOUT != 0 && fd.revents & libc::POLLERR == 0;
+    }
+}
