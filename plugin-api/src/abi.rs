@@ -174,7 +174,8 @@ pub struct BytesSink {
 /// The plugin calls `callback_respond` once. When the response's body is a stream
 /// ([`RawResponse::BODY_STREAM`]), it then writes the body with `callback_write` (and, when it
 /// wants what it wrote so far to reach the client now, `callback_flush`) before `on_handle`
-/// returns; the host ends the body when `on_handle` returns.
+/// returns; the host ends the body when `on_handle` returns. Every callback must be called from the
+/// thread that runs `on_handle`, during the call.
 #[repr(C)]
 pub struct ResponseSink {
     /// Host data; the plugin passes it back untouched.

@@ -56,7 +56,13 @@ impl Reply for Collected {
     fn start(&mut self, view: ResponseView<'_>, content: Content) {
         self.body = match content {
             Content::Bytes => view.body.to_vec(),
-            Content::File(run) => read_run(run).unwrap_or_default(),
+            Content::File(run) => match read_run(run) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read a response's file body");
+                    return;
+                }
+            },
             Content::Stream(_) => Vec::new(),
         };
         self.response = Some(ResponseView { body: &[], ..view }.to_owned());

@@ -17,7 +17,7 @@
 //! the handler returns, and `workers.rs` decides whether its thread serves on or exits.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize};
 
 const IDLE: u8 = 0;
@@ -33,8 +33,8 @@ pub(crate) struct Record {
     /// When the call began and when it must have answered, in clock milliseconds.
     started: AtomicU64,
     deadline: AtomicU64,
-    /// The time the call was given (its deadline less its start), by which a stream's progress
-    /// moves the deadline on.
+    /// The time the call is given (its handler timeout, in ms), by which a stream's progress moves
+    /// the deadline on.
     budget: AtomicU64,
     /// The bulkhead the call runs in: its index in [`Bulkheads`](crate::Bulkheads) plus one; 0 for
     /// none.
@@ -59,6 +59,8 @@ pub(crate) struct Record {
 pub(crate) struct Call<'a> {
     pub started: u64,
     pub deadline: u64,
+    /// The handler timeout the deadline was set from, in ms.
+    pub budget: u64,
     pub fd: RawFd,
     pub token: usize,
     pub clean: bool,
@@ -95,8 +97,7 @@ impl Record {
     pub fn begin(&self, call: &Call<'_>) {
         self.started.store(call.started, Relaxed);
         self.deadline.store(call.deadline, Relaxed);
-        self.budget
-            .store(call.deadline.saturating_sub(call.started), Relaxed);
+        self.budget.store(call.budget, Relaxed);
         self.bulkhead.store(0, Relaxed);
         self.fd.store(call.fd, Relaxed);
         self.token.store(call.token, Relaxed);
@@ -114,26 +115,34 @@ impl Record {
 
     /// Worker: the call moved into a bulkhead (index + 1) with its own deadline.
     #[inline]
-    pub fn enter(&self, bulkhead: usize, deadline: u64) {
+    pub fn enter(&self, bulkhead: usize, deadline: u64, budget: u64) {
         self.bulkhead.store(bulkhead, Relaxed);
-        let started = self.started.load(Relaxed);
-        self.budget.store(deadline.saturating_sub(started), Relaxed);
+        self.budget.store(budget, Relaxed);
         self.deadline.store(deadline, Relaxed);
     }
 
     /// Worker: the call's response head is on its way (a streamed body follows), so a `504` can no
     /// longer follow it: past its deadline the connection is closed instead.
+    ///
+    /// Called before the first byte of the response is sent. Sequentially consistent, as is the
+    /// watchdog's read after its claim: either the watchdog sees this store, or the worker sees the
+    /// claim (and sends nothing) when it next checks the call.
     #[inline]
     pub fn streaming(&self) {
-        self.clean.store(false, Relaxed);
+        self.clean.store(false, SeqCst);
     }
 
     /// Worker: a streamed body made progress at `now`, so the call's deadline moves on by the
-    /// time it was given. A handler that keeps its client fed is not hung.
+    /// time it is given. A handler that keeps its client fed is not hung.
     pub fn progress(&self, now: u64) {
-        let moved = now.saturating_add(self.budget.load(Relaxed));
-        if moved > self.deadline.load(Relaxed) {
-            self.deadline.store(moved, Relaxed);
+        self.extend_to(now.saturating_add(self.budget.load(Relaxed)));
+    }
+
+    /// Worker: the call may run until `deadline` at least (a stream waiting for its client, which
+    /// the write timeout bounds, not the handler's deadline).
+    pub fn extend_to(&self, deadline: u64) {
+        if deadline > self.deadline.load(Relaxed) {
+            self.deadline.store(deadline, Relaxed);
         }
     }
 
@@ -224,7 +233,7 @@ impl Record {
             bulkhead: self.bulkhead.load(Relaxed),
             fd: self.fd.load(Relaxed),
             token: self.token.load(Relaxed),
-            clean: self.clean.load(Relaxed),
+            clean: self.clean.load(SeqCst),
             head: self.head.load(Relaxed),
             request: format!("{} {}", text(&self.method), text(&self.target)),
         })
@@ -248,6 +257,7 @@ mod tests {
         Call {
             started: 5,
             deadline: 10,
+            budget: 5,
             fd: 7,
             token: 3,
             clean: true,
@@ -262,7 +272,7 @@ mod tests {
         assert_eq!(r.peek(), None);
         r.begin(&call("GET", "/a"));
         assert_eq!(r.peek(), Some((5, 10, 0)));
-        r.enter(2, 20);
+        r.enter(2, 20, 15);
         assert_eq!(r.peek(), Some((5, 20, 2)));
         assert!(r.claim(Some(20)).is_none(), "in time");
         assert!(r.is_running(), "a claim in time gives the call back");
@@ -294,7 +304,7 @@ mod tests {
     fn a_call_written_off_still_shows_until_its_handler_returns() {
         let r = Record::default();
         r.begin(&call("GET", "/x"));
-        r.enter(2, 10);
+        r.enter(2, 10, 5);
         r.claim(Some(11)).expect("past its deadline");
         r.written_off(2, "plugin slow: GET /x".into());
         assert_eq!(r.lost_what().as_deref(), Some("plugin slow: GET /x"));

@@ -233,7 +233,11 @@ impl<'a> Call<'a> {
             return None;
         }
         let record: &'b Record = gate.record;
-        record.enter(bulkhead.id, deadline);
+        record.enter(
+            bulkhead.id,
+            deadline,
+            deadline.saturating_sub(gate.received),
+        );
         Some(Permit {
             held: Some((bulkhead, record)),
         })

@@ -69,6 +69,7 @@ impl Worker {
         record.begin(&running::Call {
             started: now,
             deadline,
+            budget: limits.handler_timeout.as_millis() as u64,
             fd,
             token: conn.token,
             clean: self.out.is_empty(),
@@ -88,6 +89,8 @@ impl Worker {
             write_timeout: limits.write_timeout,
             sent: Sent::Nothing,
             chunk: Vec::new(),
+            mark: 0,
+            pushed: false,
         };
         let declined = {
             let gate = Gate {
@@ -118,6 +121,7 @@ impl Worker {
         };
         let sent = std::mem::replace(&mut encoder.sent, Sent::Nothing);
         let chunk = std::mem::take(&mut encoder.chunk);
+        let unsent = (!encoder.pushed).then_some(encoder.mark);
         drop(encoder);
         if let Ended::Lost { bulkhead } = record.end() {
             return Answer::Lost { bulkhead };
@@ -137,7 +141,7 @@ impl Worker {
                 self.file = Some(run);
                 return Answer::Sent { close };
             }
-            Sent::Stream { close, body } => return self.end_stream(body, &chunk, close),
+            Sent::Stream { close, body } => return self.end_stream(body, &chunk, close, unsent),
         }
         // The request was read whole, so the connection can go on after the 500.
         let closing = !head.keep_alive || draining();
@@ -154,8 +158,15 @@ impl Worker {
     }
 
     /// Ends a streamed body after its handler returned.
-    /// `chunk`: data of a chunked body not yet framed.
-    fn end_stream(&mut self, body: Streamed, chunk: &[u8], close: bool) -> Answer {
+    /// `chunk`: data of a chunked body not yet framed; `unsent`: where the response starts in the
+    /// output when nothing of it was sent yet.
+    fn end_stream(
+        &mut self,
+        body: Streamed,
+        chunk: &[u8],
+        close: bool,
+        unsent: Option<usize>,
+    ) -> Answer {
         match body {
             Streamed::Chunked => {
                 if !chunk.is_empty() {
@@ -177,7 +188,8 @@ impl Worker {
                 Answer::Gone
             }
             Streamed::Broken => {
-                self.out.clear();
+                // Answers to earlier pipelined requests still go out; this one cannot.
+                self.out.truncate(unsent.unwrap_or(0));
                 Answer::Gone
             }
         }

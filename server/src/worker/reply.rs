@@ -41,6 +41,10 @@ pub(super) struct Encoder<'w> {
     /// A chunked stream's data not yet framed: writes gather here until a flush or
     /// [`STREAM_BUF`].
     pub chunk: Vec<u8>,
+    /// Where this response starts in `out`: what is before it answers earlier requests.
+    pub mark: usize,
+    /// Some of `out` went to the socket during the call.
+    pub pushed: bool,
 }
 
 /// What an [`Encoder`] was given.
@@ -104,20 +108,26 @@ impl Reply for Encoder<'_> {
                     (None, Version::Http10) => (Delimit::Close, Streamed::UntilClose, true),
                 };
                 let body = if no_body { Streamed::NoBody } else { body };
+                self.mark = self.out.len();
                 self.head(&view, delimit, close);
-                // From here on the client may have part of this answer: a late `504` would
-                // corrupt it, so the watchdog closes the connection instead.
-                self.record.streaming();
                 Sent::Stream { close, body }
             }
         };
     }
 
     fn write(&mut self, bytes: &[u8]) -> bool {
+        if self.draining.load(Ordering::Acquire) {
+            // Shutdown ends streams: the client sees the body cut short and may come back.
+            self.abort();
+        }
         let Sent::Stream { body, .. } = &mut self.sent else {
             return false;
         };
         let len = bytes.len();
+        if len == 0 {
+            // Nothing to frame (an empty chunk would end the body).
+            return !matches!(body, Streamed::NoBody | Streamed::Broken);
+        }
         match body {
             Streamed::NoBody | Streamed::Broken => return false,
             Streamed::Sized(owed) if len as u64 > *owed => {
@@ -155,6 +165,9 @@ impl Reply for Encoder<'_> {
     }
 
     fn flush(&mut self) -> bool {
+        if self.draining.load(Ordering::Acquire) {
+            self.abort();
+        }
         let Sent::Stream { body, .. } = &self.sent else {
             return false;
         };
@@ -175,7 +188,10 @@ impl Reply for Encoder<'_> {
     }
 
     fn abort(&mut self) {
-        if let Sent::Stream { body, .. } = &mut self.sent {
+        // A body that was never to be sent (`HEAD`, `304`) stays so: its head goes out whole.
+        if let Sent::Stream { body, .. } = &mut self.sent
+            && !matches!(body, Streamed::NoBody)
+        {
             *body = Streamed::Broken;
         }
     }
@@ -198,11 +214,27 @@ impl Encoder<'_> {
     /// Writes all of `data` to the socket, waiting while it is full. On failure the stream is
     /// broken.
     fn push(&mut self, mut data: &[u8]) -> bool {
+        if !self.pushed {
+            // From here on the client may have part of this answer: a late `504` would corrupt
+            // it, so the watchdog closes the connection instead.
+            self.record.streaming();
+            if !self.record.is_running() {
+                return self.broken();
+            }
+            self.pushed = true;
+        }
         while !data.is_empty() {
             match (&*self.socket).write(data) {
                 Ok(0) => return self.broken(),
-                Ok(n) => data = &data[n..],
+                Ok(n) => {
+                    data = &data[n..];
+                    // Progress: the handler's deadline counts again from now.
+                    self.record.progress(self.clock.now());
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // The wait is bounded by the write timeout, not by the handler's deadline.
+                    let until = self.clock.after(self.clock.now(), self.write_timeout);
+                    self.record.extend_to(until + 1000);
                     if !writable(self.socket, self.write_timeout) {
                         tracing::debug!("a streamed response's client stopped reading; closing");
                         return self.broken();
@@ -215,8 +247,6 @@ impl Encoder<'_> {
                 }
             }
         }
-        // Progress: the handler's deadline counts again from now.
-        self.record.progress(self.clock.now());
         true
     }
 
