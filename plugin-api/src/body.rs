@@ -81,6 +81,7 @@ impl StreamBody {
         let mut writer = BodyWriter {
             sink: &host,
             failed: false,
+            body: BodyReader::new(&[], None),
         };
         (self.produce)(&mut writer)
     }
@@ -106,6 +107,7 @@ impl fmt::Debug for Body {
 pub struct BodyWriter<'a> {
     sink: &'a ResponseSink,
     failed: bool,
+    body: BodyReader<'a>,
 }
 
 impl Write for BodyWriter<'_> {
@@ -127,7 +129,14 @@ impl Write for BodyWriter<'_> {
     }
 }
 
-impl BodyWriter<'_> {
+impl<'a> BodyWriter<'a> {
+    /// The body of the request being answered, to read while the response goes out (an echo, a
+    /// transformation of an upload): what [`Request::body_reader`](crate::Request::body_reader)
+    /// gives, which the producer cannot borrow.
+    pub fn request_body(&mut self) -> &mut BodyReader<'a> {
+        &mut self.body
+    }
+
     fn check(&mut self, status: Status) -> io::Result<()> {
         if status == Status::OK && !self.failed {
             return Ok(());
@@ -149,6 +158,14 @@ impl BodyWriter<'_> {
 pub struct BodyReader<'a> {
     pub(crate) buffered: &'a [u8],
     pub(crate) source: Option<&'a BodySource>,
+}
+
+impl<'a> BodyReader<'a> {
+    /// A reader of `buffered`, then of `source`. For the host.
+    #[doc(hidden)]
+    pub fn new(buffered: &'a [u8], source: Option<&'a BodySource>) -> BodyReader<'a> {
+        BodyReader { buffered, source }
+    }
 }
 
 impl Read for BodyReader<'_> {
@@ -175,7 +192,8 @@ impl Read for BodyReader<'_> {
     }
 }
 
-/// Hands `response` to the host through `sink` and, for a streamed body, runs its producer.
+/// Hands `response` to the host through `sink` and, for a streamed body, runs its producer, which
+/// may read the request's `body`.
 ///
 /// Returns [`Status::OK`] when the response went (or the host refused it and answers for it), and
 /// [`Status::FAILED`] or [`Status::PANICKED`] when a stream's producer failed or panicked: the
@@ -184,7 +202,11 @@ impl Read for BodyReader<'_> {
 /// # Safety
 /// `sink` must point to a valid [`ResponseSink`] for the duration of the call.
 #[doc(hidden)]
-pub unsafe fn send(response: Response, sink: *const ResponseSink) -> Status {
+pub unsafe fn send(
+    response: Response,
+    sink: *const ResponseSink,
+    request_body: BodyReader<'_>,
+) -> Status {
     let (status, close, head, body) = response.into_parts();
     let mut raw = RawResponse {
         status,
@@ -231,6 +253,7 @@ pub unsafe fn send(response: Response, sink: *const ResponseSink) -> Status {
     let mut writer = BodyWriter {
         sink,
         failed: false,
+        body: request_body,
     };
     match catch_unwind(AssertUnwindSafe(|| produce(&mut writer))) {
         Ok(Ok(())) => Status::OK,

@@ -119,15 +119,16 @@ unsafe extern "C" fn on_handle<P: Plugin>(
     request: *const Request<'_>,
     sink: *const ResponseSink,
 ) -> Status {
+    // SAFETY: the host lends `request` for this call (ABI contract).
+    let request = unsafe { &*request };
     let result = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `instance` came from `on_init::<P>` and lives until `on_drop` (ABI contract);
-        // the host lends `request` for this call.
-        let (plugin, request) = unsafe { (&*instance.cast::<P>(), &*request) };
+        // SAFETY: `instance` came from `on_init::<P>` and lives until `on_drop` (ABI contract).
+        let plugin = unsafe { &*instance.cast::<P>() };
         plugin.handle(request)
     }));
     match result {
         // SAFETY: the host passes a valid sink for the call (ABI contract).
-        Ok(response) => unsafe { crate::body::send(response, sink) },
+        Ok(response) => unsafe { crate::body::send(response, sink, request.body_reader()) },
         Err(panic) => {
             log::error(&format!("handler panicked: {}", panic_message(&*panic)));
             Status::PANICKED

@@ -4,6 +4,7 @@
 use plugin_api::{Request, Response};
 
 use crate::bulkhead::Call;
+use crate::limits::BodyLimits;
 
 /// Answers requests. Closures `Fn(&Request) -> Response` are handlers, and so is the host's plugin
 /// router: one shape for both.
@@ -17,6 +18,14 @@ pub trait Handler: Send + Sync + 'static {
     /// body (bytes, a file, a stream).
     fn serve(&self, request: &Request<'_>, call: &mut Call<'_>) {
         call.send(self.handle(request));
+    }
+
+    /// The body limits for a request to `path`, asked before its body is read: how large it may
+    /// be, and up to what size it is read whole before the call. The default is the server's
+    /// ([`Limits::body`](crate::Limits::body)); the plugin router answers with the plugin's own.
+    fn body_limits(&self, path: &str, default: BodyLimits) -> BodyLimits {
+        let _ = path;
+        default
     }
 }
 

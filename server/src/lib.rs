@@ -51,7 +51,7 @@ pub use bulkhead::{
 };
 pub use control::ControlMsg;
 pub use handler::Handler;
-pub use limits::Limits;
+pub use limits::{BodyLimits, Limits};
 pub use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder, Version};
 pub use server::{AIOServer, ServerHandle, ServerStats};
 

@@ -20,8 +20,21 @@ pub struct Limits {
     pub max_target_bytes: usize,
     /// Header fields at most (at most [`Limits::MAX_HEADERS`]); more is refused with 431.
     pub max_headers: usize,
-    /// Bytes of a decoded request body at most; more is refused with 413.
+    /// Bytes of a decoded request body at most; more is refused with 413. A plugin's own
+    /// `max_body_bytes` may be larger or smaller.
     pub max_body_bytes: usize,
+    /// Bodies up to this size are read whole before the handler runs (`Request::body`); a larger
+    /// one (by its `Content-Length`, or any `chunked` body when more than this is accepted) is
+    /// read by the handler as it arrives (`Request::body_reader`). The default equals the default
+    /// `max_body_bytes`, so a handler that never reads a stream sees every body it accepts.
+    pub buffer_body_bytes: usize,
+    /// A client must send a request body, and read a response, at this many bytes a second at
+    /// least once [`min_data_rate_grace`](Self::min_data_rate_grace) has passed, or it is cut off
+    /// (like Kestrel's `MinRequestBodyDataRate` and `MinResponseDataRate`); 0 for no minimum.
+    /// Unlike a timeout, each trickled byte does not buy a new period.
+    pub min_data_rate: u64,
+    /// Time a transfer runs before [`min_data_rate`](Self::min_data_rate) applies.
+    pub min_data_rate_grace: Duration,
     /// Time from the first byte of a request to the end of its head. A client that trickles its
     /// headers slower than this is cut off.
     pub header_timeout: Duration,
@@ -49,6 +62,36 @@ pub struct Limits {
 impl Limits {
     /// The most header fields [`Limits::max_headers`] can allow.
     pub const MAX_HEADERS: usize = 128;
+
+    /// The body limits of a request no handler says otherwise of.
+    pub fn body(&self) -> BodyLimits {
+        BodyLimits {
+            max: self.max_body_bytes as u64,
+            buffer: self.buffer_body_bytes as u64,
+        }
+    }
+
+    /// The time by which a transfer that began at `since` (clock ms) must have moved `bytes` to
+    /// satisfy [`min_data_rate`](Self::min_data_rate); `u64::MAX` when there is no minimum.
+    pub(crate) fn rate_deadline(&self, since: u64, bytes: u64) -> u64 {
+        if self.min_data_rate == 0 {
+            return u64::MAX;
+        }
+        let grace = self.min_data_rate_grace.as_millis() as u64;
+        since
+            .saturating_add(grace)
+            .saturating_add(bytes.saturating_mul(1000) / self.min_data_rate)
+    }
+}
+
+/// How large a request body may be, and up to what size it is read whole before the handler
+/// runs ([`Handler::body_limits`](crate::Handler::body_limits)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// Bytes at most; more is refused with 413.
+    pub max: u64,
+    /// Bodies up to this many bytes are read whole; larger ones are read as they arrive.
+    pub buffer: u64,
 }
 
 impl Default for Limits {
@@ -60,6 +103,9 @@ impl Default for Limits {
             max_target_bytes: 8 * 1024,
             max_headers: 100,
             max_body_bytes: 8 * 1024 * 1024,
+            buffer_body_bytes: 8 * 1024 * 1024,
+            min_data_rate: 240,
+            min_data_rate_grace: Duration::from_secs(5),
             header_timeout: Duration::from_secs(15),
             body_timeout: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(60),

@@ -120,9 +120,10 @@ pub(crate) fn send(call: &mut Call<'_>, response: Response) {
         call.respond(response.view());
         return;
     }
+    let body = plugin_api::BodyReader::new(call.body(), call.source());
     let sink = sink(call);
     // SAFETY: `sink` points to `call`, which outlives this call and is not otherwise used during it.
-    let status = unsafe { plugin_api::__private::send(response, &sink) };
+    let status = unsafe { plugin_api::__private::send(response, &sink, body) };
     if status != Status::OK {
         call.abort();
     }

@@ -49,6 +49,10 @@ pub(crate) struct Gate<'a> {
     pub fd: RawFd,
     /// A place reserved for this request while it waited.
     pub granted: Option<Reserved>,
+    /// The request's body as read before the call, and where the rest comes from when it is
+    /// read as it arrives: for a streamed answer that reads it.
+    pub body: &'a [u8],
+    pub source: Option<&'a plugin_api::abi::BodySource>,
 }
 
 /// Why a handler did not run.
@@ -104,6 +108,16 @@ impl<'a> Call<'a> {
     /// `sendfile(2)`), or a stream, whose producer runs now, on this thread.
     pub fn send(&mut self, response: Response) {
         reply::send(self, response);
+    }
+
+    /// Where a body read as it arrives comes from, if the request has one.
+    pub(crate) fn source(&self) -> Option<&'a plugin_api::abi::BodySource> {
+        self.gate.as_ref().and_then(|g| g.source)
+    }
+
+    /// The request's body as read before the call.
+    pub(crate) fn body(&self) -> &'a [u8] {
+        self.gate.as_ref().map_or(&[], |g| g.body)
     }
 
     /// The status answered and the body bytes sent so far, once answered.

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use crate::conn::Slot;
+use crate::limits::BodyLimits;
 use crate::shared::Shared;
 
 mod call;
@@ -55,6 +56,15 @@ pub struct BulkheadPolicy {
     ///
     /// [`Limits::max_queued`]: crate::Limits::max_queued
     pub max_queued: Option<usize>,
+    /// A request body's bytes at most (default [`Limits::max_body_bytes`]).
+    ///
+    /// [`Limits::max_body_bytes`]: crate::Limits::max_body_bytes
+    pub max_body_bytes: Option<u64>,
+    /// Bodies read whole before the call up to this size (default, and at most,
+    /// [`Limits::buffer_body_bytes`]).
+    ///
+    /// [`Limits::buffer_body_bytes`]: crate::Limits::buffer_body_bytes
+    pub buffer_body_bytes: Option<u64>,
 }
 
 /// The bulkheads of one server, by name. Hand the same table to the handler that uses them and to
@@ -83,6 +93,9 @@ pub struct Bulkhead {
     timeout_ms: AtomicU64,
     queue_timeout_ms: AtomicU64,
     max_queued: AtomicUsize,
+    /// Body limits, plus one; 0 for the server's default.
+    max_body: AtomicU64,
+    buffer_body: AtomicU64,
     /// Position in the table, plus one: what a worker's record says.
     id: usize,
     name: String,
@@ -225,6 +238,8 @@ impl Bulkhead {
             timeout_ms: AtomicU64::new(0),
             queue_timeout_ms: AtomicU64::new(0),
             max_queued: AtomicUsize::new(0),
+            max_body: AtomicU64::new(0),
+            buffer_body: AtomicU64::new(0),
             id,
             name: name.to_owned(),
             queue: Mutex::new(VecDeque::new()),
@@ -260,6 +275,11 @@ impl Bulkhead {
             .store(ms(policy.queue_timeout), Ordering::Relaxed);
         self.max_queued
             .store(policy.max_queued.unwrap_or(0), Ordering::Relaxed);
+        let plus_one = |n: Option<u64>| n.map_or(0, |n| n.saturating_add(1));
+        self.max_body
+            .store(plus_one(policy.max_body_bytes), Ordering::Relaxed);
+        self.buffer_body
+            .store(plus_one(policy.buffer_body_bytes), Ordering::Relaxed);
         let (cap, exact) = match policy.max_concurrency {
             Some(n) => (n.max(1), true),
             None if workers == 0 => (usize::MAX, false),
@@ -267,6 +287,18 @@ impl Bulkhead {
         };
         self.exact.store(exact, Ordering::Relaxed);
         self.cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// The body limits of its requests, over the server's `default`.
+    pub fn body_limits(&self, default: BodyLimits) -> BodyLimits {
+        let or = |v: &AtomicU64, d: u64| match v.load(Ordering::Relaxed) {
+            0 => d,
+            n => n - 1,
+        };
+        BodyLimits {
+            max: or(&self.max_body, default.max),
+            buffer: or(&self.buffer_body, default.buffer).min(default.buffer),
+        }
     }
 
     /// The deadline of a request received at `received`.

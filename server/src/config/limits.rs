@@ -24,6 +24,9 @@ pub(super) struct RawLimits {
     max_target_bytes: Option<Spanned<i64>>,
     max_headers: Option<Spanned<i64>>,
     max_body_bytes: Option<Spanned<i64>>,
+    buffer_body_bytes: Option<Spanned<i64>>,
+    min_data_rate: Option<Spanned<i64>>,
+    min_data_rate_grace_ms: Option<Spanned<i64>>,
     header_timeout_ms: Option<Spanned<i64>>,
     body_timeout_ms: Option<Spanned<i64>>,
     keep_alive_timeout_ms: Option<Spanned<i64>>,
@@ -44,6 +47,8 @@ struct RawPluginLimits {
     max_concurrency: Option<Spanned<i64>>,
     queue_timeout_ms: Option<Spanned<i64>>,
     max_queued: Option<Spanned<i64>>,
+    max_body_bytes: Option<Spanned<i64>>,
+    buffer_body_bytes: Option<Spanned<i64>>,
 }
 
 impl RawLimits {
@@ -116,6 +121,30 @@ impl RawLimits {
             "max_body_bytes",
             &mut l.max_body_bytes,
             |n| n as usize,
+        )?;
+        set(
+            self.buffer_body_bytes,
+            0,
+            BIG,
+            "buffer_body_bytes",
+            &mut l.buffer_body_bytes,
+            |n| n as usize,
+        )?;
+        set(
+            self.min_data_rate,
+            0,
+            BIG,
+            "min_data_rate",
+            &mut l.min_data_rate,
+            |n| n,
+        )?;
+        set(
+            self.min_data_rate_grace_ms,
+            0,
+            BIG,
+            "min_data_rate_grace_ms",
+            &mut l.min_data_rate_grace,
+            ms,
         )?;
         set(
             self.header_timeout_ms,
@@ -217,6 +246,8 @@ impl RawPluginLimits {
                 .map(|n| n as usize),
             queue_timeout: ms(check(self.queue_timeout_ms, 0, BIG, "queue_timeout_ms")?),
             max_queued: check(self.max_queued, 1, 10_000_000, "max_queued")?.map(|n| n as usize),
+            max_body_bytes: check(self.max_body_bytes, 0, i64::MAX, "max_body_bytes")?,
+            buffer_body_bytes: check(self.buffer_body_bytes, 0, BIG, "buffer_body_bytes")?,
         })
     }
 }

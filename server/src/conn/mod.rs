@@ -42,6 +42,18 @@ pub(crate) struct Conn {
     pub write_interest: bool,
     /// What the next request is owed after waiting in a bulkhead's queue.
     pub admission: Admission,
+    /// The output the socket did not take at once, under way since then: for the minimum data
+    /// rate. `None` while nothing is owed.
+    pub transfer: Option<Transfer>,
+}
+
+/// An output that goes out slower than it was made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Transfer {
+    /// When the socket first refused some of it (clock ms).
+    pub since: u64,
+    /// Bytes the socket took since.
+    pub sent: u64,
 }
 
 /// Where a connection is in reading requests.
@@ -101,6 +113,7 @@ impl Conn {
             answered: 0,
             write_interest: false,
             admission: Admission::Open,
+            transfer: None,
         }
     }
 

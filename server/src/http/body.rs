@@ -4,7 +4,8 @@
 //! that preceded it, so the decoded body ends up contiguous right after the head, in the same
 //! buffer, with no second allocation. It keeps its state between reads, so a body that arrives in
 //! any number of pieces (down to one byte at a time) decodes the same. Content-Length bodies need no
-//! decoding: `worker/framing.rs` waits until enough bytes are buffered.
+//! decoding: `worker/framing.rs` waits until enough bytes are buffered, or `worker/upload.rs` reads
+//! them as the handler asks.
 
 use crate::http::parse::Reject;
 
@@ -19,8 +20,10 @@ pub(crate) struct Chunked {
     state: State,
     /// Data bytes left in the current chunk.
     remaining: u64,
-    /// Decoded body bytes so far.
+    /// Decoded body bytes so far in the current buffer (see [`Chunked::restart`]).
     decoded: usize,
+    /// Decoded body bytes handed on before the last [`Chunked::restart`].
+    before: u64,
     /// Bytes of the current size or trailer line, to bound it.
     line: usize,
     /// Bytes of trailer section so far.
@@ -94,6 +97,14 @@ impl Chunked {
         self.decoded
     }
 
+    /// The decoded bytes were taken out of the buffer: decoding goes on from its start. (For a
+    /// body read as it arrives, through a buffer smaller than the body; the limit still counts
+    /// the whole body.)
+    pub fn restart(&mut self) {
+        self.before += self.decoded as u64;
+        self.decoded = 0;
+    }
+
     /// Records where the complete message ended (the offset `decode` returned).
     pub fn set_consumed(&mut self, raw: usize) {
         self.consumed = raw;
@@ -133,7 +144,8 @@ impl Chunked {
             (State::Extension, _) if b >= 0x20 || b == b'\t' => State::Extension,
             (State::SizeLf, b'\n') => {
                 self.line = 0;
-                if self.remaining > (max_body - self.decoded.min(max_body)) as u64 {
+                let total = self.before + self.decoded as u64;
+                if self.remaining > (max_body as u64).saturating_sub(total) {
                     return Err(Reject::new(413, "request body too large"));
                 }
                 if self.remaining == 0 {

@@ -61,9 +61,18 @@ pub(crate) enum Framing {
     /// No body.
     Empty,
     /// Exactly this many bytes.
-    Length(usize),
+    Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked,
+}
+
+/// RFC 9112 §6.3 (6): a body larger than the route's `max` is refused with 413 (a `chunked` one
+/// when its decoded size passes it, in `http/body.rs`).
+pub(crate) fn check_length(framing: Framing, max: u64) -> Result<(), Reject> {
+    match framing {
+        Framing::Length(n) if n > max => Err(Reject::new(413, "request body too large")),
+        _ => Ok(()),
+    }
 }
 
 /// A request the server refuses: the status to answer with and a reason for the client.
@@ -130,7 +139,7 @@ pub(crate) fn parse_head<'b>(
         headers.push(Header::new(h.name, h.value));
         fields.add(h.name, h.value)?;
     }
-    let framing = fields.framing(version, limits)?;
+    let framing = fields.framing(version)?;
     if version == Version::Http11 && fields.hosts != 1 {
         // RFC 9112 §3.2: exactly one Host in HTTP/1.1.
         return Err(Reject::new(
@@ -231,7 +240,7 @@ impl Fields {
     }
 
     /// RFC 9112 §6.1 and §6.3: one unambiguous framing, or a refusal.
-    fn framing(&self, version: Version, limits: &Limits) -> Result<Framing, Reject> {
+    fn framing(&self, version: Version) -> Result<Framing, Reject> {
         let has_length = self.length.is_some() || self.length_overflow;
         if !self.codings.is_empty() {
             if has_length {
@@ -254,12 +263,10 @@ impl Fields {
         if self.length_overflow {
             return Err(Reject::new(413, "request body too large"));
         }
+        // Its size is checked against the limit of the route it goes to (`worker/framing.rs`).
         match self.length {
             None | Some(0) => Ok(Framing::Empty),
-            Some(n) if n > limits.max_body_bytes as u64 => {
-                Err(Reject::new(413, "request body too large"))
-            }
-            Some(n) => Ok(Framing::Length(n as usize)),
+            Some(n) => Ok(Framing::Length(n)),
         }
     }
 }
@@ -489,12 +496,21 @@ mod tests {
     }
 
     #[test]
+    fn lengths_past_the_limit_are_413() {
+        assert_eq!(
+            check_length(Framing::Length(11), 10).unwrap_err().status,
+            413
+        );
+        assert!(check_length(Framing::Length(10), 10).is_ok());
+        assert!(check_length(Framing::Chunked, 0).is_ok());
+    }
+
+    #[test]
     fn limits_give_414_431_413() {
         let limits = Limits {
             max_target_bytes: 20,
             max_head_bytes: 200,
             max_headers: 3,
-            max_body_bytes: 10,
             ..Limits::default()
         };
         let long_target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(30));
@@ -513,8 +529,6 @@ mod tests {
         assert_eq!(parse_with(&partial_big, &limits).unwrap_err().status, 431);
         let many = "GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
         assert_eq!(parse_with(many, &limits).unwrap_err().status, 431);
-        let body = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n";
-        assert_eq!(parse_with(body, &limits).unwrap_err().status, 413);
         let huge = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n";
         assert_eq!(parse_with(huge, &limits).unwrap_err().status, 413);
     }

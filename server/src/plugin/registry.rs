@@ -21,7 +21,7 @@ use plugin_api::{Request, Response, ResponseBuilder, abi::ABI_VERSION};
 
 use crate::plugin::{Generation, LoadError, PluginFile};
 use crate::reply::Collected;
-use crate::{Bulkhead, Bulkheads, Call, Handler};
+use crate::{BodyLimits, Bulkhead, Bulkheads, Call, Handler};
 
 /// One mounted plugin, for `check` and status pages.
 pub struct PluginInfo {
@@ -605,6 +605,14 @@ impl Handler for Registry {
         };
         let status = if call.timed_out() { 504 } else { status };
         access_line(request, (status, bytes), started.elapsed(), served);
+    }
+
+    fn body_limits(&self, path: &str, default: BodyLimits) -> BodyLimits {
+        let table = self.table.load();
+        match table.routes.iter().find(|(p, _, _)| matches(p, path)) {
+            Some((_, mount, _)) => mount.bulkhead.body_limits(default),
+            None => default,
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use plugin_api::__private::panic_message;
 use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder};
 
 use super::reply::{Encoder, Sent, Streamed};
+use super::upload::{Spec, Upload};
 use super::{Answer, Worker};
 use crate::Limits;
 use crate::bulkhead::{Admission, Call, Declined, Gate};
@@ -31,6 +32,7 @@ impl Worker {
         headers: &[Header<'_>],
         body: &[u8],
         now: u64,
+        upload: Option<Spec<'_>>,
     ) -> Answer {
         // Read when encoding, not before the handler runs: shutdown may begin meanwhile.
         let draining = || shared.draining.load(Ordering::Acquire);
@@ -55,6 +57,10 @@ impl Worker {
             return Answer::Gone;
         };
         let fd = socket.as_raw_fd();
+        let record = &*self.record;
+        let mut upload =
+            upload.map(|spec| Upload::new(socket, spec, limits, &shared.clock, record));
+        let source = upload.as_mut().map(|u| u.source());
         let request = Request::new(RequestParts {
             method: head.method,
             target: head.target,
@@ -63,9 +69,8 @@ impl Worker {
             body,
             peer: Some(conn.peer),
             mount: "",
-            source: None,
+            source: source.as_ref(),
         });
-        let record = &*self.record;
         record.begin(&running::Call {
             started: now,
             deadline,
@@ -86,11 +91,13 @@ impl Worker {
             socket,
             record,
             clock: &shared.clock,
-            write_timeout: limits.write_timeout,
+            limits,
             sent: Sent::Nothing,
             chunk: Vec::new(),
             mark: 0,
             pushed: false,
+            since: 0,
+            sent_bytes: 0,
         };
         let declined = {
             let gate = Gate {
@@ -101,6 +108,8 @@ impl Worker {
                 default_timeout: limits.handler_timeout,
                 fd,
                 granted,
+                body,
+                source: source.as_ref(),
             };
             let mut call = Call::gated(&mut encoder, gate);
             let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -122,7 +131,9 @@ impl Worker {
         let sent = std::mem::replace(&mut encoder.sent, Sent::Nothing);
         let chunk = std::mem::take(&mut encoder.chunk);
         let unsent = (!encoder.pushed).then_some(encoder.mark);
+        self.streamed = encoder.pushed;
         drop(encoder);
+        self.upload = upload.map(|u| (u.state(), u.consumed()));
         if let Ended::Lost { bulkhead } = record.end() {
             return Answer::Lost { bulkhead };
         }

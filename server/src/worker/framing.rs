@@ -4,12 +4,14 @@
 
 use plugin_api::Header;
 
+use super::io::{Wait, push_blocking};
+use super::upload::{Spec, State};
 use super::{Answer, OUT_HIGH_WATER, Step, Worker};
 use crate::Limits;
 use crate::conn::{Conn, InBuf, Reading};
 use crate::http::body::Chunked;
 use crate::http::encode::{CONTINUE, encode_error};
-use crate::http::parse::{Framing, Head, Reject, parse_head};
+use crate::http::parse::{Framing, Head, Reject, check_length, parse_head};
 use crate::shared::Shared;
 
 impl Worker {
@@ -51,13 +53,48 @@ impl Worker {
                     return self.reject(conn, reject);
                 }
             };
+            let body_limits = match head.framing {
+                Framing::Empty => limits.body(),
+                // Asked only of requests with a body: a route's limits cost a table look-up.
+                _ => shared
+                    .handler
+                    .body_limits(plugin_api::split_target(head.target).0, limits.body()),
+            };
+            if let Err(reject) = check_length(head.framing, body_limits.max) {
+                self.headers = reuse(&mut headers);
+                return self.reject(conn, reject);
+            }
+            let streams = match head.framing {
+                Framing::Empty => false,
+                Framing::Length(n) => n > body_limits.buffer,
+                Framing::Chunked => body_limits.max > body_limits.buffer,
+            };
+            if streams {
+                let prefix = &pending[head.len..];
+                let max = body_limits.max;
+                let step = self.stream_body(shared, limits, conn, &head, &headers, prefix, max);
+                self.headers = reuse(&mut headers);
+                match step {
+                    Ok(used) => {
+                        buf.start += used;
+                        continue;
+                    }
+                    Err(step) => {
+                        if let Step::Close { linger: true } = step {
+                            buf.start = buf.end;
+                        }
+                        return step;
+                    }
+                }
+            }
             let (body, consumed) = match head.framing {
                 Framing::Empty => (&pending[..0], head.len),
-                Framing::Length(n) if pending.len() - head.len >= n => {
+                Framing::Length(n) if (pending.len() - head.len) as u64 >= n => {
+                    let n = n as usize;
                     (&pending[head.len..head.len + n], head.len + n)
                 }
                 Framing::Length(n) => {
-                    self.want = head.len + n - pending.len();
+                    self.want = head.len + n as usize - pending.len();
                     let expect = expect_continue(&head, conn);
                     self.headers = reuse(&mut headers);
                     if expect {
@@ -68,7 +105,8 @@ impl Worker {
                 Framing::Chunked => {
                     let (head_len, expect) = (head.len, expect_continue(&head, conn));
                     self.headers = reuse(&mut headers);
-                    match decode_chunked(conn, buf, head_len, limits.max_body_bytes) {
+                    let max = usize::try_from(body_limits.max).unwrap_or(usize::MAX);
+                    match decode_chunked(conn, buf, head_len, max) {
                         Ok(true) => {}
                         Ok(false) => {
                             if expect {
@@ -87,7 +125,8 @@ impl Worker {
                     };
                     let chunked = conn.reading.body().0.take().expect("decoded above");
                     let body = &pending[head.len..head.len + chunked.decoded()];
-                    let answer = self.respond(shared, limits, conn, &head, &headers, body, now);
+                    let answer =
+                        self.respond(shared, limits, conn, &head, &headers, body, now, None);
                     self.headers = reuse(&mut headers);
                     let close = match answer {
                         Answer::Sent { close } => close,
@@ -104,7 +143,7 @@ impl Worker {
                     continue;
                 }
             };
-            let answer = self.respond(shared, limits, conn, &head, &headers, body, now);
+            let answer = self.respond(shared, limits, conn, &head, &headers, body, now, None);
             self.headers = reuse(&mut headers);
             let close = match answer {
                 Answer::Sent { close } => close,
@@ -113,6 +152,73 @@ impl Worker {
             buf.start += consumed;
             if let Some(step) = self.finish_request(conn, close) {
                 return step;
+            }
+        }
+    }
+
+    /// Calls the handler of a request whose body it reads as it arrives (`upload.rs`). `Ok`: the
+    /// bytes of the input the request took, head and body, and the connection goes on; `Err`:
+    /// what the turn does instead.
+    #[allow(clippy::too_many_arguments)]
+    fn stream_body(
+        &mut self,
+        shared: &Shared,
+        limits: &Limits,
+        conn: &mut Conn,
+        head: &Head<'_>,
+        headers: &[Header<'_>],
+        prefix: &[u8],
+        max: u64,
+    ) -> Result<usize, Step> {
+        let Some(socket) = conn.stream.as_ref() else {
+            return Err(Step::Close { linger: false });
+        };
+        // Earlier answers go first: their client may wait for them before it sends this body.
+        if !self.out.is_empty() {
+            let timeout = limits.write_timeout;
+            let sent = push_blocking(socket, &self.out, || Wait::For(timeout), |_| {});
+            self.out.clear();
+            if sent.is_err() {
+                return Err(Step::Close { linger: false });
+            }
+        }
+        let expect = head.expect_continue && head.version == plugin_api::Version::Http11;
+        let spec = Spec {
+            prefix,
+            length: match head.framing {
+                Framing::Length(n) => Some(n),
+                _ => None,
+            },
+            expect,
+            max,
+        };
+        let now = shared.clock.now();
+        let answer = self.respond(shared, limits, conn, head, headers, &[], now, Some(spec));
+        let (state, used) = self.upload.take().unwrap_or((State::Reading, None));
+        let close = match answer {
+            Answer::Sent { close } => close,
+            other => return Err(unsent(other)),
+        };
+        match state {
+            State::Done => match used {
+                Some(used) => match self.finish_request(conn, close) {
+                    Some(step) => Err(step),
+                    None => Ok(head.len + used),
+                },
+                // Input past the body went into the upload's buffer: closing loses nothing
+                // answered.
+                None => Err(Step::Close { linger: false }),
+            },
+            // The handler answered without reading all of the body: the rest is dropped while
+            // the connection closes.
+            State::Reading => Err(Step::Close { linger: true }),
+            State::Failed(reject) if !self.streamed => {
+                self.out.clear();
+                Err(self.reject(conn, reject))
+            }
+            State::Failed(_) => {
+                self.out.clear();
+                Err(Step::Close { linger: false })
             }
         }
     }

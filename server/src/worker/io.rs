@@ -5,14 +5,14 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 
 use super::{LINGER_BYTES, LINGER_MS, Next, READ_BUF, SMALL_BUF, Worker};
-use crate::conn::{Conn, InBuf, Reading, Writing};
+use crate::conn::{Conn, InBuf, Reading, Transfer, Writing};
 use crate::reply::FileRun;
 use crate::shared::Shared;
 
 impl Worker {
     /// Writes `data`, then the file run if any; `None` when all of it went. Otherwise keeps the
     /// rest for the next turn, asks mio for write readiness, and returns what to do: wait until
-    /// `deadline`, or close.
+    /// `deadline` (sooner if the client reads slower than the minimum data rate), or close.
     #[inline]
     pub(super) fn write(
         &mut self,
@@ -27,22 +27,50 @@ impl Worker {
             Ok(n) => n,
             Err(e) => return Some(closed_by(e, conn)),
         };
+        let mut sent = written as u64;
         conn.writing = match file {
-            None if written == data.len() => return None,
+            None if written == data.len() => {
+                conn.transfer = None;
+                return None;
+            }
             None => Writing::Owed(data[written..].to_vec()),
-            Some(mut file) if written == data.len() => match send_file(stream, &mut file) {
-                Ok(true) => return None,
-                Ok(false) => Writing::File {
-                    bytes: Vec::new(),
-                    file,
-                },
-                Err(e) => return Some(closed_by(e, conn)),
-            },
+            Some(mut file) if written == data.len() => {
+                let before = file.remaining;
+                let done = send_file(stream, &mut file);
+                sent += before - file.remaining;
+                match done {
+                    Ok(true) => {
+                        conn.transfer = None;
+                        return None;
+                    }
+                    Ok(false) => Writing::File {
+                        bytes: Vec::new(),
+                        file,
+                    },
+                    Err(e) => return Some(closed_by(e, conn)),
+                }
+            }
             Some(file) => Writing::File {
                 bytes: data[written..].to_vec(),
                 file,
             },
         };
+        let now = shared.clock.now();
+        let transfer = conn.transfer.get_or_insert(Transfer {
+            since: now,
+            sent: 0,
+        });
+        transfer.sent += sent;
+        let by_rate = shared
+            .limits
+            .load()
+            .rate_deadline(transfer.since, transfer.sent);
+        if by_rate <= now {
+            tracing::debug!(peer = %conn.peer, sent = transfer.sent, "the client reads too slowly: cut off");
+            return Some(Next::Close);
+        }
+        let deadline = deadline.min(by_rate);
+        tracing::trace!(peer = %conn.peer, sent = transfer.sent, by_rate, now, "write blocked");
         if conn.write_interest {
             return Some(Next::Idle(deadline));
         }
@@ -183,6 +211,68 @@ fn send_file(stream: &mut mio::net::TcpStream, run: &mut FileRun) -> io::Result<
         }
     }
     Ok(true)
+}
+
+/// How long a blocking write may wait for room in the socket.
+pub(super) enum Wait {
+    For(std::time::Duration),
+    /// Not at all: give up.
+    Stop,
+}
+
+/// Writes all of `data` to `socket` from a thread that may block (a handler's worker): before each
+/// wait for room, `wait` says for how long; after each write `progress` hears how much went.
+///
+/// # Errors
+/// The socket failed, or stayed full past the wait (`TimedOut`).
+pub(super) fn push_blocking(
+    socket: &mio::net::TcpStream,
+    mut data: &[u8],
+    mut wait: impl FnMut() -> Wait,
+    mut progress: impl FnMut(usize),
+) -> io::Result<()> {
+    while !data.is_empty() {
+        match (&*socket).write(data) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                data = &data[n..];
+                progress(n);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let ms = match wait() {
+                    Wait::For(d) => d.as_millis() as u64,
+                    Wait::Stop => 0,
+                };
+                if ms == 0 || !wait_for(socket, libc::POLLOUT, ms) {
+                    return Err(ErrorKind::TimedOut.into());
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `socket` is ready for `events` (`POLLIN`, `POLLOUT`) or `ms` pass: `false` then,
+/// or on an error or hang-up. Blocks the calling thread: only a handler's worker waits so.
+pub(super) fn wait_for(socket: &mio::net::TcpStream, events: i16, ms: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
+    loop {
+        // SAFETY: one valid `pollfd` for the socket, which the worker's connection keeps open for
+        // the whole call.
+        let n = unsafe { libc::poll(&mut fd, 1, ms) };
+        if n < 0 && io::Error::last_os_error().kind() == ErrorKind::Interrupted {
+            continue;
+        }
+        return n > 0 && fd.revents & events != 0 && fd.revents & libc::POLLERR == 0;
+    }
 }
 
 /// A socket error ends the connection; resets and broken pipes are routine.

@@ -13,6 +13,7 @@ mod dispatch;
 mod framing;
 mod io;
 mod reply;
+mod upload;
 
 use std::io::{ErrorKind, Read};
 use std::net::Shutdown;
@@ -62,6 +63,10 @@ pub(crate) struct Worker {
     want: usize,
     /// The file body of the last response encoded, sent once `out` is written.
     file: Option<FileRun>,
+    /// The last call sent some of its answer itself (a stream).
+    streamed: bool,
+    /// How the last call's streamed request body ended, and how much of the input it used.
+    upload: Option<(upload::State, Option<usize>)>,
 }
 
 /// What to do with a connection after a turn.
@@ -115,6 +120,8 @@ impl Worker {
             date: DateCache::new(),
             want: 0,
             file: None,
+            streamed: false,
+            upload: None,
         }
     }
 
@@ -253,7 +260,8 @@ impl Worker {
         hup: bool,
     ) -> Next {
         let [mut arrived, mut now] = times;
-        let cap = limits.max_head_bytes + limits.max_body_bytes + READ_BUF;
+        // A body larger than `buffer_body_bytes` is read by its handler, not buffered.
+        let cap = limits.max_head_bytes + limits.buffer_body_bytes + 2 * READ_BUF;
         let (mut eof, mut drained, mut reads) = (false, false, 0u32);
         loop {
             let step = self.process(shared, limits, conn, buf, [arrived, now]);
@@ -352,8 +360,9 @@ impl Worker {
             }
             Next::Idle(clock.after(now, limits.keep_alive_timeout))
         } else if matches!(conn.reading, Reading::Body { .. }) {
-            // The head is in; the body is on its way.
-            Next::Idle(clock.after(now, limits.body_timeout))
+            // The head is in; the body is on its way, at the minimum data rate at least.
+            let by_rate = limits.rate_deadline(conn.reading.since(), buf.pending().len() as u64);
+            Next::Idle(clock.after(now, limits.body_timeout).min(by_rate))
         } else {
             Next::Idle(clock.after(conn.reading.since(), limits.header_timeout))
         }

@@ -4,13 +4,12 @@
 //! its call runs, framed by `Content-Length`, `chunked`, or the connection's close, and the
 //! handler's thread waits (bounded by the write timeout) while the socket is full.
 
-use std::io::{ErrorKind, Write};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mio::net::TcpStream;
 use plugin_api::{ResponseView, Version};
 
+use super::io::{Wait, push_blocking};
 use crate::http::encode::{CHUNK_END, Delimit, bodyless, chunk_size, encode, encode_head, persist};
 use crate::reply::{Content, FileRun, Reply};
 use crate::running::Record;
@@ -34,8 +33,8 @@ pub(super) struct Encoder<'w> {
     /// For the watchdog: a stream that makes progress is not hung, and its client has a head.
     pub record: &'w Record,
     pub clock: &'w crate::clock::Clock,
-    /// How long a stream's write waits for room in the socket.
-    pub write_timeout: std::time::Duration,
+    /// The write timeout and minimum data rate a stream's writes wait by.
+    pub limits: &'w crate::Limits,
     /// What was answered.
     pub sent: Sent,
     /// A chunked stream's data not yet framed: writes gather here until a flush or
@@ -45,6 +44,9 @@ pub(super) struct Encoder<'w> {
     pub mark: usize,
     /// Some of `out` went to the socket during the call.
     pub pushed: bool,
+    /// When the first send began, and the bytes sent since: the data rate.
+    pub since: u64,
+    pub sent_bytes: u64,
 }
 
 /// What an [`Encoder`] was given.
@@ -211,9 +213,9 @@ impl Encoder<'_> {
         );
     }
 
-    /// Writes all of `data` to the socket, waiting while it is full. On failure the stream is
-    /// broken.
-    fn push(&mut self, mut data: &[u8]) -> bool {
+    /// Writes all of `data` to the socket, waiting while it is full (each wait bounded by the
+    /// write timeout and the minimum data rate). On failure the stream is broken.
+    fn push(&mut self, data: &[u8]) -> bool {
         if !self.pushed {
             // From here on the client may have part of this answer: a late `504` would corrupt
             // it, so the watchdog closes the connection instead.
@@ -222,56 +224,38 @@ impl Encoder<'_> {
                 return self.broken();
             }
             self.pushed = true;
+            self.since = self.clock.now();
         }
-        while !data.is_empty() {
-            match (&*self.socket).write(data) {
-                Ok(0) => return self.broken(),
-                Ok(n) => {
-                    data = &data[n..];
-                    // Progress: the handler's deadline counts again from now.
-                    self.record.progress(self.clock.now());
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    // The wait is bounded by the write timeout, not by the handler's deadline.
-                    let until = self.clock.after(self.clock.now(), self.write_timeout);
-                    self.record.extend_to(until + 1000);
-                    if !writable(self.socket, self.write_timeout) {
-                        tracing::debug!("a streamed response's client stopped reading; closing");
-                        return self.broken();
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "a streamed response's client went away");
-                    return self.broken();
-                }
+        let (record, clock, limits, since) = (self.record, self.clock, self.limits, self.since);
+        let sent = std::cell::Cell::new(self.sent_bytes);
+        let wait = || {
+            let now = clock.now();
+            let by_rate = limits.rate_deadline(since, sent.get());
+            let until = by_rate.min(clock.after(now, limits.write_timeout));
+            // The wait is bounded here, not by the handler's deadline.
+            record.extend_to(until.saturating_add(1000));
+            match until.saturating_sub(now) {
+                0 => Wait::Stop,
+                ms => Wait::For(std::time::Duration::from_millis(ms)),
+            }
+        };
+        let pushed = push_blocking(self.socket, data, wait, |n| {
+            // Progress: the handler's deadline counts again from now.
+            record.progress(clock.now());
+            sent.set(sent.get() + n as u64);
+        });
+        self.sent_bytes = sent.get();
+        match pushed {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "a streamed response's client went away or reads too slowly");
+                self.broken()
             }
         }
-        true
     }
 
     fn broken(&mut self) -> bool {
         self.abort();
         false
-    }
-}
-
-/// Waits until `socket` has room to write, or `timeout` passes: `false` then, or on an error or
-/// hang-up. A blocking wait on the worker's thread, which the handler owns anyway.
-fn writable(socket: &TcpStream, timeout: std::time::Duration) -> bool {
-    let mut fd = libc::pollfd {
-        fd: socket.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    loop {
-        // SAFETY: one valid `pollfd` for the socket, which the worker's connection keeps open for
-        // the whole call.
-        let n = unsafe { libc::poll(&mut fd, 1, ms) };
-        if n < 0 && std::io::Error::last_os_error().kind() == ErrorKind::Interrupted {
-            continue;
-        }
-        return n > 0 && fd.revents & libc::POLLOUT != 0 && fd.revents & libc::POLLERR == 0;
     }
 }

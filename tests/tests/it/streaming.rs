@@ -183,3 +183,197 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         raw = &raw[size + 2..];
     }
 }
+
+/// FNV-1a 64, as the echo plugin's `/echo/hash` computes it.
+fn fnv(bytes: impl IntoIterator<Item = u8>, mut hash: u64) -> u64 {
+    for b in bytes {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    hash
+}
+
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+const BIG_UPLOADS: &str = "[limits.plugins.echo]\nmax_body_bytes = 1073741824\n";
+
+#[test]
+fn a_256_mib_upload_is_hashed_as_it_streams() {
+    let host = HostProcess::start(&["libecho.so"], BIG_UPLOADS);
+    let mut s = TcpStream::connect(host.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    const LEN: u64 = 256 * 1024 * 1024;
+    write!(
+        s,
+        "POST /echo/hash HTTP/1.1\r\nHost: x\r\nContent-Length: {LEN}\r\n\r\n"
+    )
+    .unwrap();
+    let mut hash = FNV_START;
+    let mut block = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    while offset < LEN {
+        for (i, b) in block.iter_mut().enumerate() {
+            *b = pattern(offset + i as u64);
+        }
+        hash = fnv(block.iter().copied(), hash);
+        s.write_all(&block).unwrap();
+        offset += block.len() as u64;
+    }
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, format!("{LEN} {hash:016x}\n").as_bytes());
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    // The connection persists: the body was read to its end.
+    s.write_all(b"GET /echo/after HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut more = Vec::new();
+    read_until(&mut s, &mut more, b"Host: x\n\n");
+}
+
+#[test]
+fn a_chunked_upload_in_odd_pieces_hashes_the_same() {
+    let host = HostProcess::start(&["libecho.so"], BIG_UPLOADS);
+    let mut s = TcpStream::connect(host.addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"POST /echo/hash HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let (mut hash, mut len, mut size) = (FNV_START, 0u64, 1usize);
+    while len < 20 * 1024 * 1024 {
+        let data: Vec<u8> = (len..len + size as u64).map(pattern).collect();
+        hash = fnv(data.iter().copied(), hash);
+        write!(s, "{size:x};ext=1\r\n").unwrap();
+        s.write_all(&data).unwrap();
+        s.write_all(b"\r\n").unwrap();
+        len += size as u64;
+        size = size * 7 % 300_007 + 1;
+    }
+    s.write_all(b"0\r\nX-Trailer: t\r\n\r\nGET /echo/next HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let line = format!("{len} {hash:016x}\n");
+    read_until(&mut s, &mut got, line.as_bytes());
+    // Pipelined behind the chunked upload, the next request is still answered (or the
+    // connection closes cleanly, never a wrong answer).
+    let mut rest = got.split_off(find(&got, line.as_bytes()).unwrap() + line.len());
+    let _ = s.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.is_empty() || rest.contains("GET /echo/next HTTP/1.1"),
+        "{rest}"
+    );
+}
+
+#[test]
+fn echo_streams_a_body_back_as_it_arrives_and_sends_100_continue_on_its_first_read() {
+    let config = "[limits.plugins.echo]\nbuffer_body_bytes = 0\n";
+    let host = HostProcess::start(&["libecho.so"], config);
+    let mut s = TcpStream::connect(host.addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(
+        b"POST /echo/up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 200000\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let first: Vec<u8> = (0..100_000u64).map(|i| b'a' + (i % 26) as u8).collect();
+    s.write_all(&first).unwrap();
+    // The first half comes back before the second is sent.
+    read_until(&mut s, &mut got, &first[99_990..]);
+    let head_at = find(&got, b"\r\n\r\nHTTP/1.1 200 OK").is_some();
+    assert!(head_at, "{:?}", String::from_utf8_lossy(&got[..200]));
+    let second: Vec<u8> = (0..100_000u64).map(|i| b'A' + (i % 26) as u8).collect();
+    s.write_all(&second).unwrap();
+    read_until(&mut s, &mut got, b"\r\n0\r\n\r\n");
+    let at = find(&got, b"200 OK").unwrap();
+    let body_at = at + find(&got[at..], b"\r\n\r\n").unwrap() + 4;
+    let body = dechunk(&got[body_at..]);
+    assert!(body.starts_with(b"POST /echo/up HTTP/1.1\nmount: /echo\n"));
+    assert!(
+        body.ends_with(&[first, second].concat()),
+        "the body differs"
+    );
+}
+
+#[test]
+fn a_handler_sees_its_client_leave_mid_upload() {
+    let host = HostProcess::start(&["libecho.so"], BIG_UPLOADS);
+    let mut s = TcpStream::connect(host.addr).unwrap();
+    s.write_all(b"POST /echo/hash HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+        .unwrap();
+    s.write_all(&vec![7u8; 1 << 20]).unwrap();
+    drop(s);
+    let line = host.wait_for_log("upload failed after", WAIT);
+    assert!(line.contains("echo"), "{line}");
+    assert_eq!(host.connect().get("/echo/x").status, 200);
+}
+
+#[test]
+fn slow_uploaders_and_slow_readers_are_cut_off_while_others_are_served() {
+    let www = std::env::temp_dir().join(format!("mah-slow-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&www);
+    std::fs::create_dir_all(&www).unwrap();
+    const LEN: u64 = 64 * 1024 * 1024;
+    std::fs::write(www.join("big.bin"), vec![1u8; LEN as usize]).unwrap();
+    let config = format!(
+        "[log]\nlevel = \"debug\"\n\n[limits]\nmin_data_rate = 1000000\nmin_data_rate_grace_ms = 500\nwrite_timeout_ms = 120000\n\n\
+         [limits.plugins.echo]\nmax_body_bytes = 1073741824\n\n\
+         [plugins.static_files]\nroot = {:?}\n\n[[routes]]\nprefix = \"/s\"\nplugin = \"static_files\"\n",
+        www.display().to_string()
+    );
+    let host = HostProcess::start(&["libecho.so", "libstatic_files.so"], &config);
+
+    // An upload of 10 MB at about 2 KB/s: the host answers 408 and closes.
+    let mut up = TcpStream::connect(host.addr).unwrap();
+    up.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    up.write_all(b"POST /echo/hash HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        .unwrap();
+    // A download read at about 50 KB/s, far below the rate, of a file far larger than the
+    // socket buffers. (What the kernel buffers counts as sent: on loopback that is megabytes, so
+    // the rate here is high, 1 MB/s, to cut it off within seconds.)
+    let mut down = TcpStream::connect(host.addr).unwrap();
+    down.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    down.write_all(b"GET /s/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+
+    // The client's own buffers hold megabytes the server sent before it cut the reader off, so
+    // the cut shows in the host's log, not at the client.
+    let peer = format!("peer={}", down.local_addr().unwrap());
+    let cut = |host: &HostProcess| {
+        host.log()
+            .iter()
+            .any(|l| l.contains("closing: timed out") && l.contains(&peer))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (mut answer, mut upload_done) = (Vec::new(), false);
+    let mut downloaded = 0u64;
+    let mut piece = [0u8; 1024];
+    while !(upload_done && cut(&host)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not cut off: uploaded answer {:?}, downloaded {downloaded}",
+            String::from_utf8_lossy(&answer)
+        );
+        if !upload_done {
+            let _ = up.write_all(&[b'x'; 200]);
+            match up.read(&mut piece) {
+                Ok(0) => upload_done = true,
+                Ok(n) => answer.extend_from_slice(&piece[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => upload_done = true,
+            }
+        }
+        if let Ok(n) = down.read(&mut piece) {
+            downloaded += n as u64;
+        }
+        // Others are served meanwhile.
+        assert_eq!(host.connect().get("/echo/other").status, 200);
+        // A slow client: about 1 KiB every 20 ms.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(downloaded < LEN, "the slow reader got the whole file");
+    drop(host);
+    let _ = std::fs::remove_dir_all(&www);
+}
