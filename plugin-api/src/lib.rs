@@ -91,6 +91,20 @@
 //! A plugin without settings or state can export a plain function instead: see
 //! [`export_handler!`].
 //!
+//! # Bodies that do not fit in memory
+//! A response body need not be bytes: [`ResponseBuilder::file`] (or `file_range`, `file_path`)
+//! hands the host an open file, which it sends straight to the socket with `sendfile(2)` and
+//! closes; [`ResponseBuilder::stream`] takes a closure that writes the body through a
+//! [`BodyWriter`] while it goes out (flush what the client must see now: an event of an event
+//! stream), sent `chunked`, or with `Content-Length` by [`ResponseBuilder::stream_sized`]. A write
+//! fails once the client has gone; return then. See `plugins/events` and `plugins/static-files`.
+//!
+//! A request body larger than the host buffers (`[limits] buffer_body_bytes`, per plugin in
+//! `[limits.plugins.NAME]`) is not in [`Request::body`]: read it with [`Request::body_reader`] as
+//! it arrives ([`Request::body_streams`] says which), or from a stream's producer with
+//! [`BodyWriter::request_body`]. The reader works for small bodies too, so a plugin that always
+//! uses it handles both. See `plugins/echo`.
+//!
 //! # What a plugin must not do
 //! - **Panic across the boundary**: it can't; the macro catches every panic and the host answers
 //!   `500`.
