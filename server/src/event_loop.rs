@@ -230,7 +230,8 @@ impl EventLoop {
             let clock = self.shared.clock;
             let now = clock.now();
             let deadline = clock.after(now, limits.header_timeout);
-            let conn = Conn::new(stream, token, peer, now);
+            let budget = Arc::clone(&self.shared.buffered);
+            let conn = Conn::new(stream, (token, peer), now, budget);
             self.conns[token] = Some(Arc::new(Slot::new(token, conn, deadline)));
             self.open += 1;
             self.shared.stats.open.store(self.open, Ordering::Relaxed);

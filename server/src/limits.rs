@@ -35,6 +35,12 @@ pub struct Limits {
     pub min_data_rate: u64,
     /// Time a transfer runs before [`min_data_rate`](Self::min_data_rate) applies.
     pub min_data_rate_grace: Duration,
+    /// Bytes all connections may hold together in request buffers (partial requests, bodies read
+    /// whole) and in responses the socket has not taken. A request whose buffer would grow past
+    /// it gets `503` with `Retry-After`, so the server never runs out of memory however many
+    /// clients send large bodies at once; requests that fit in a worker's buffer are not held
+    /// back.
+    pub max_buffered_bytes: usize,
     /// Time from the first byte of a request to the end of its head. A client that trickles its
     /// headers slower than this is cut off.
     pub header_timeout: Duration,
@@ -106,6 +112,7 @@ impl Default for Limits {
             buffer_body_bytes: 8 * 1024 * 1024,
             min_data_rate: 240,
             min_data_rate_grace: Duration::from_secs(5),
+            max_buffered_bytes: 1 << 30,
             header_timeout: Duration::from_secs(15),
             body_timeout: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(60),

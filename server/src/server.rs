@@ -173,6 +173,7 @@ impl AIOServer {
             bulkheads: Arc::clone(&self.bulkheads),
             workers: Workers::default(),
             workers_wanted: self.workers,
+            buffered: Arc::default(),
         });
         self.bulkheads.set_workers(self.workers);
         let reload = self.reload.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub workers: Workers,
     /// The pool's size, which replacements keep.
     pub workers_wanted: usize,
+    /// Bytes connections hold in buffers between turns ([`Limits::max_buffered_bytes`]).
+    pub buffered: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Tokens of connections that workers closed and the loop has not forgotten yet.

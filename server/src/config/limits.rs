@@ -27,6 +27,7 @@ pub(super) struct RawLimits {
     buffer_body_bytes: Option<Spanned<i64>>,
     min_data_rate: Option<Spanned<i64>>,
     min_data_rate_grace_ms: Option<Spanned<i64>>,
+    max_buffered_bytes: Option<Spanned<i64>>,
     header_timeout_ms: Option<Spanned<i64>>,
     body_timeout_ms: Option<Spanned<i64>>,
     keep_alive_timeout_ms: Option<Spanned<i64>>,
@@ -145,6 +146,14 @@ impl RawLimits {
             "min_data_rate_grace_ms",
             &mut l.min_data_rate_grace,
             ms,
+        )?;
+        set(
+            self.max_buffered_bytes,
+            0,
+            i64::MAX,
+            "max_buffered_bytes",
+            &mut l.max_buffered_bytes,
+            |n| n as usize,
         )?;
         set(
             self.header_timeout_ms,

@@ -11,6 +11,8 @@ mod buf;
 mod slot;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mio::net::TcpStream;
 
@@ -45,6 +47,45 @@ pub(crate) struct Conn {
     /// The output the socket did not take at once, under way since then: for the minimum data
     /// rate. `None` while nothing is owed.
     pub transfer: Option<Transfer>,
+    /// What it holds of the server-wide buffer budget.
+    pub charge: Charge,
+}
+
+/// Bytes of the server-wide buffer budget ([`Limits::max_buffered_bytes`]) one connection holds,
+/// given back when it is dropped (closing a connection replaces its `Conn`).
+///
+/// [`Limits::max_buffered_bytes`]: crate::Limits::max_buffered_bytes
+#[derive(Debug, Default)]
+pub(crate) struct Charge {
+    budget: Option<Arc<AtomicUsize>>,
+    bytes: usize,
+}
+
+impl Charge {
+    pub fn new(budget: Arc<AtomicUsize>) -> Charge {
+        Charge {
+            budget: Some(budget),
+            bytes: 0,
+        }
+    }
+
+    /// The connection now holds `bytes`.
+    pub fn set(&mut self, bytes: usize) {
+        if let Some(budget) = &self.budget {
+            if bytes > self.bytes {
+                budget.fetch_add(bytes - self.bytes, Ordering::Relaxed);
+            } else if bytes < self.bytes {
+                budget.fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+            }
+        }
+        self.bytes = bytes;
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.set(0);
+    }
 }
 
 /// An output that goes out slower than it was made.
@@ -92,12 +133,27 @@ pub(crate) enum Writing {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, token: usize, peer: SocketAddr, accepted: u64) -> Conn {
+    pub fn new(
+        stream: TcpStream,
+        (token, peer): (usize, SocketAddr),
+        accepted: u64,
+        budget: Arc<AtomicUsize>,
+    ) -> Conn {
         Conn {
             stream: Some(stream),
             accepted,
+            charge: Charge::new(budget),
             ..Conn::closed(token, peer)
         }
+    }
+
+    /// Charges the buffers it keeps between turns to the server-wide budget.
+    pub fn recharge(&mut self) {
+        let owed = match &self.writing {
+            Writing::Clear => 0,
+            Writing::Owed(bytes) | Writing::File { bytes, .. } => bytes.len(),
+        };
+        self.charge.set(self.input.data.len() + owed);
     }
 
     /// A connection whose socket is closed and whose buffers are freed.
@@ -114,6 +170,7 @@ impl Conn {
             write_interest: false,
             admission: Admission::Open,
             transfer: None,
+            charge: Charge::default(),
         }
     }
 

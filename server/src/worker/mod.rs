@@ -141,6 +141,7 @@ impl Worker {
                     self.drive(&shared, &mut conn, hup, arrived)
                 }));
                 arrived = 0;
+                conn.recharge();
                 let next = turn.unwrap_or_else(|panic| {
                     // Not a handler's panic (those are caught around the call): a bug here. The
                     // connection is closed, the worker lives on.
@@ -324,9 +325,14 @@ impl Worker {
                 break;
             }
             // Grow with what arrives, not with what a Content-Length announces.
+            let before = buf.data.len();
             let room = buf.make_room(self.want.clamp(1024, 64 * 1024), cap);
             if room == 0 {
                 return Next::Close;
+            }
+            let grown = buf.data.len() - before;
+            if grown > 0 && over_budget(shared, limits, grown) {
+                return self.refuse_buffer(shared, conn, buf, now);
             }
             let stream = conn.stream.as_mut().expect("checked by drive");
             match stream.read(&mut buf.data[buf.end..buf.end + room]) {
@@ -367,6 +373,11 @@ impl Worker {
             Next::Idle(clock.after(conn.reading.since(), limits.header_timeout))
         }
     }
+}
+
+/// Whether `more` bytes of buffer would take the connections past the server-wide budget.
+fn over_budget(shared: &Shared, limits: &Limits, more: usize) -> bool {
+    shared.buffered.load(Ordering::Relaxed) + more > limits.max_buffered_bytes
 }
 
 /// Tells the pool that a worker thread ends, when dropped; `.2`: the pool counted it already.

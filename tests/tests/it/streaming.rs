@@ -377,3 +377,35 @@ fn slow_uploaders_and_slow_readers_are_cut_off_while_others_are_served() {
     drop(host);
     let _ = std::fs::remove_dir_all(&www);
 }
+
+#[test]
+fn past_the_buffer_budget_a_growing_request_gets_503_and_small_ones_are_served() {
+    let config = "[limits]\nmax_buffered_bytes = 1048576\n";
+    let host = HostProcess::start(&["libecho.so"], config);
+    // A body of 4 MiB is buffered whole before the call (it is under buffer_body_bytes), so its
+    // buffer would pass the 1 MiB budget.
+    let mut big = TcpStream::connect(host.addr).unwrap();
+    big.set_read_timeout(Some(WAIT)).unwrap();
+    big.write_all(b"POST /echo/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut piece = [0u8; 4096];
+    let mut sent = 0;
+    while find(&answer, b"\r\n\r\n").is_none() {
+        assert!(sent < 4 << 20, "the whole body went in without a refusal");
+        if big.write_all(&[b'b'; 64 * 1024]).is_ok() {
+            sent += 64 * 1024;
+        }
+        big.set_nonblocking(true).unwrap();
+        if let Ok(n) = big.read(&mut piece) {
+            answer.extend_from_slice(&piece[..n]);
+        }
+        big.set_nonblocking(false).unwrap();
+        // Small requests are served meanwhile.
+        assert_eq!(host.connect().get("/echo/small").status, 200);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("retry-after: 1"), "{text}");
+    host.wait_for_log("buffer budget is spent", WAIT);
+}
