@@ -90,6 +90,38 @@ impl Limits {
     }
 }
 
+/// The minimum data rate of a transfer that a blocked thread waits on (a streamed body, read or
+/// written), counting only the time spent waiting for the peer, as Kestrel does: time the handler
+/// spends producing or consuming is its own.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Pace {
+    waited_ms: u64,
+    bytes: u64,
+}
+
+impl Pace {
+    /// How long (ms) the next wait may last before the peer is too slow; 0 when it already is,
+    /// `u64::MAX` when there is no minimum.
+    pub fn allowance(&self, limits: &Limits) -> u64 {
+        if limits.min_data_rate == 0 {
+            return u64::MAX;
+        }
+        let grace = limits.min_data_rate_grace.as_millis() as u64;
+        let earned = self.bytes.saturating_mul(1000) / limits.min_data_rate;
+        grace.saturating_add(earned).saturating_sub(self.waited_ms)
+    }
+
+    /// The peer moved `bytes`.
+    pub fn moved(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
+    }
+
+    /// A wait for the peer lasted `ms`.
+    pub fn waited(&mut self, ms: u64) {
+        self.waited_ms += ms;
+    }
+}
+
 /// How large a request body may be, and up to what size it is read whole before the handler
 /// runs ([`Handler::body_limits`](crate::Handler::body_limits)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

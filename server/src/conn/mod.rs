@@ -51,6 +51,9 @@ pub(crate) struct Conn {
     pub charge: Charge,
 }
 
+/// Bytes a connection keeps without charge: a worker's read buffer.
+const FREE_BYTES: usize = 16 * 1024;
+
 /// Bytes of the server-wide buffer budget ([`Limits::max_buffered_bytes`]) one connection holds,
 /// given back when it is dropped (closing a connection replaces its `Conn`).
 ///
@@ -147,13 +150,15 @@ impl Conn {
         }
     }
 
-    /// Charges the buffers it keeps between turns to the server-wide budget.
+    /// Charges the buffers it keeps between turns to the server-wide budget: what passes
+    /// [`FREE_BYTES`] (a partial head, a small response left unsent costs nothing, and no atomic).
     pub fn recharge(&mut self) {
         let owed = match &self.writing {
             Writing::Clear => 0,
             Writing::Owed(bytes) | Writing::File { bytes, .. } => bytes.len(),
         };
-        self.charge.set(self.input.data.len() + owed);
+        self.charge
+            .set((self.input.data.len() + owed).saturating_sub(FREE_BYTES));
     }
 
     /// A connection whose socket is closed and whose buffers are freed.

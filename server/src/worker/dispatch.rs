@@ -1,6 +1,7 @@
 //! Calling the handler for one request, under the watchdog and the request's bulkhead, and
 //! encoding what it answers (or the `503` or `500` the server answers instead).
 
+use std::cell::Cell;
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
@@ -9,13 +10,14 @@ use plugin_api::__private::panic_message;
 use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder};
 
 use super::reply::{Encoder, Sent, Streamed};
-use super::upload::{Spec, Upload};
+use super::upload::{Source, Spec, Upload};
 use super::{Answer, Worker};
 use crate::Limits;
 use crate::bulkhead::{Admission, Call, Declined, Gate};
 use crate::conn::Conn;
 use crate::http::encode::{CHUNK_END, LAST_CHUNK, chunk_size, encode, encode_busy, persist};
 use crate::http::parse::Head;
+use crate::limits::Pace;
 use crate::running::{self, Ended};
 use crate::shared::Shared;
 
@@ -58,9 +60,13 @@ impl Worker {
         };
         let fd = socket.as_raw_fd();
         let record = &*self.record;
-        let mut upload =
-            upload.map(|spec| Upload::new(socket, spec, limits, &shared.clock, record));
-        let source = upload.as_mut().map(|u| u.source());
+        // Set once the answer is under way: a streamed body's `100 Continue` may not follow it.
+        let answered = Cell::new(false);
+        let mut upload = upload.map(|spec| {
+            let clocked = (limits, &shared.clock);
+            Source::new(Upload::new(socket, spec, clocked, record, &answered))
+        });
+        let source = upload.as_ref().map(|u| u.source());
         let request = Request::new(RequestParts {
             method: head.method,
             target: head.target,
@@ -95,9 +101,8 @@ impl Worker {
             sent: Sent::Nothing,
             chunk: Vec::new(),
             mark: 0,
-            pushed: false,
-            since: 0,
-            sent_bytes: 0,
+            pushed: &answered,
+            pace: Pace::default(),
         };
         let declined = {
             let gate = Gate {
@@ -130,10 +135,14 @@ impl Worker {
         };
         let sent = std::mem::replace(&mut encoder.sent, Sent::Nothing);
         let chunk = std::mem::take(&mut encoder.chunk);
-        let unsent = (!encoder.pushed).then_some(encoder.mark);
-        self.streamed = encoder.pushed;
+        let unsent = (!answered.get()).then_some(encoder.mark);
+        self.streamed = answered.get();
         drop(encoder);
-        self.upload = upload.map(|u| (u.state(), u.consumed()));
+        self.upload = upload.as_mut().map(|u| {
+            let u = u.get();
+            let (used, past) = u.rest();
+            (u.state(), used, past.to_vec())
+        });
         if let Ended::Lost { bulkhead } = record.end() {
             return Answer::Lost { bulkhead };
         }

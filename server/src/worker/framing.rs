@@ -4,7 +4,6 @@
 
 use plugin_api::Header;
 
-use super::io::{Wait, push_blocking};
 use super::upload::{Spec, State};
 use super::{Answer, OUT_HIGH_WATER, Step, Worker};
 use crate::Limits;
@@ -69,6 +68,12 @@ impl Worker {
                 Framing::Length(n) => n > body_limits.buffer,
                 Framing::Chunked => body_limits.max > body_limits.buffer,
             };
+            if streams && (!self.out.is_empty() || self.file.is_some()) {
+                // Earlier answers go first, without blocking: their client may wait for them
+                // before it sends this body.
+                self.headers = reuse(&mut headers);
+                return Step::More;
+            }
             if streams {
                 let prefix = &pending[head.len..];
                 let max = body_limits.max;
@@ -77,6 +82,18 @@ impl Worker {
                 match step {
                     Ok(used) => {
                         buf.start += used;
+                        let past = std::mem::take(&mut self.past);
+                        if !past.is_empty() {
+                            // Read past the body into the upload's buffer: the next request's
+                            // first bytes, after whatever of the input is left (none: the body
+                            // used it all).
+                            buf.start = 0;
+                            buf.end = 0;
+                            let room = buf.make_room(past.len(), usize::MAX);
+                            debug_assert!(room >= past.len());
+                            buf.data[..past.len()].copy_from_slice(&past);
+                            buf.end = past.len();
+                        }
                         continue;
                     }
                     Err(step) => {
@@ -170,19 +187,15 @@ impl Worker {
         prefix: &[u8],
         max: u64,
     ) -> Result<usize, Step> {
-        let Some(socket) = conn.stream.as_ref() else {
-            return Err(Step::Close { linger: false });
-        };
-        // Earlier answers go first: their client may wait for them before it sends this body.
-        if !self.out.is_empty() {
-            let timeout = limits.write_timeout;
-            let sent = push_blocking(socket, &self.out, || Wait::For(timeout), |_| {});
-            self.out.clear();
-            if sent.is_err() {
-                return Err(Step::Close { linger: false });
+        // Sent on an earlier turn, when the body was to be buffered (the limits changed since).
+        let sent = matches!(
+            conn.reading,
+            Reading::Body {
+                continue_sent: true,
+                ..
             }
-        }
-        let expect = head.expect_continue && head.version == plugin_api::Version::Http11;
+        );
+        let expect = head.expect_continue && head.version == plugin_api::Version::Http11 && !sent;
         let spec = Spec {
             prefix,
             length: match head.framing {
@@ -194,30 +207,33 @@ impl Worker {
         };
         let now = shared.clock.now();
         let answer = self.respond(shared, limits, conn, head, headers, &[], now, Some(spec));
-        let (state, used) = self.upload.take().unwrap_or((State::Reading, None));
+        let (state, used, past) = self
+            .upload
+            .take()
+            .unwrap_or((State::Reading, 0, Vec::new()));
         let close = match answer {
             Answer::Sent { close } => close,
             other => return Err(unsent(other)),
         };
         match state {
-            State::Done => match used {
-                Some(used) => match self.finish_request(conn, close) {
-                    Some(step) => Err(step),
-                    None => Ok(head.len + used),
-                },
-                // Input past the body went into the upload's buffer: closing loses nothing
-                // answered.
-                None => Err(Step::Close { linger: false }),
+            State::Done => match self.finish_request(conn, close) {
+                Some(step) => Err(step),
+                None => {
+                    self.past = past;
+                    Ok(head.len + used)
+                }
             },
             // The handler answered without reading all of the body: the rest is dropped while
             // the connection closes.
             State::Reading => Err(Step::Close { linger: true }),
             State::Failed(reject) if !self.streamed => {
                 self.out.clear();
+                self.file = None;
                 Err(self.reject(conn, reject))
             }
             State::Failed(_) => {
                 self.out.clear();
+                self.file = None;
                 Err(Step::Close { linger: false })
             }
         }

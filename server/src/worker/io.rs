@@ -26,7 +26,7 @@ impl Worker {
         let stream = conn.stream.as_mut().expect("checked by drive");
         // Bytes before a file go out with it: `MSG_MORE` holds them for the file's first segment,
         // one packet (and one wake-up of the client) fewer per response.
-        let more = file.is_some();
+        let more = file.as_ref().is_some_and(|f| f.remaining > 0);
         let written = match write_some(stream, data, more) {
             Ok(n) => n,
             Err(e) => return Some(closed_by(e, conn)),
@@ -273,7 +273,8 @@ pub(super) enum Wait {
 }
 
 /// Writes all of `data` to `socket` from a thread that may block (a handler's worker): before each
-/// wait for room, `wait` says for how long; after each write `progress` hears how much went.
+/// wait for room, `wait` says for how long, and `waited` hears how long it took; after each write
+/// `progress` hears how much went.
 ///
 /// # Errors
 /// The socket failed, or stayed full past the wait (`TimedOut`).
@@ -281,6 +282,7 @@ pub(super) fn push_blocking(
     socket: &mio::net::TcpStream,
     mut data: &[u8],
     mut wait: impl FnMut() -> Wait,
+    mut waited: impl FnMut(u64),
     mut progress: impl FnMut(usize),
 ) -> io::Result<()> {
     while !data.is_empty() {
@@ -295,7 +297,10 @@ pub(super) fn push_blocking(
                     Wait::For(d) => d.as_millis() as u64,
                     Wait::Stop => 0,
                 };
-                if ms == 0 || !wait_for(socket, libc::POLLOUT, ms) {
+                let began = std::time::Instant::now();
+                let ready = ms > 0 && wait_for(socket, libc::POLLOUT, ms);
+                waited(began.elapsed().as_millis() as u64);
+                if !ready {
                     return Err(ErrorKind::TimedOut.into());
                 }
             }

@@ -65,8 +65,11 @@ pub(crate) struct Worker {
     file: Option<FileRun>,
     /// The last call sent some of its answer itself (a stream).
     streamed: bool,
-    /// How the last call's streamed request body ended, and how much of the input it used.
-    upload: Option<(upload::State, Option<usize>)>,
+    /// How the last call's streamed request body ended, how much of the input's prefix it used,
+    /// and what it read past its end.
+    upload: Option<(upload::State, usize, Vec<u8>)>,
+    /// Bytes a streamed `chunked` body read past its end: the start of the next request.
+    past: Vec<u8>,
 }
 
 /// What to do with a connection after a turn.
@@ -122,6 +125,7 @@ impl Worker {
             file: None,
             streamed: false,
             upload: None,
+            past: Vec::new(),
         }
     }
 

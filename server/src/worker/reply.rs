@@ -11,6 +11,7 @@ use plugin_api::{ResponseView, Version};
 
 use super::io::{Wait, push_blocking};
 use crate::http::encode::{CHUNK_END, Delimit, bodyless, chunk_size, encode, encode_head, persist};
+use crate::limits::Pace;
 use crate::reply::{Content, FileRun, Reply};
 use crate::running::Record;
 
@@ -42,11 +43,11 @@ pub(super) struct Encoder<'w> {
     pub chunk: Vec<u8>,
     /// Where this response starts in `out`: what is before it answers earlier requests.
     pub mark: usize,
-    /// Some of `out` went to the socket during the call.
-    pub pushed: bool,
-    /// When the first send began, and the bytes sent since: the data rate.
-    pub since: u64,
-    pub sent_bytes: u64,
+    /// Set once some of `out` went to the socket during the call (shared with a streamed
+    /// request body, which may then no longer send `100 Continue`).
+    pub pushed: &'w std::cell::Cell<bool>,
+    /// The client's pace, for the minimum data rate.
+    pub pace: Pace,
 }
 
 /// What an [`Encoder`] was given.
@@ -216,35 +217,43 @@ impl Encoder<'_> {
     /// Writes all of `data` to the socket, waiting while it is full (each wait bounded by the
     /// write timeout and the minimum data rate). On failure the stream is broken.
     fn push(&mut self, data: &[u8]) -> bool {
-        if !self.pushed {
+        if !self.pushed.get() {
             // From here on the client may have part of this answer: a late `504` would corrupt
             // it, so the watchdog closes the connection instead.
             self.record.streaming();
             if !self.record.is_running() {
                 return self.broken();
             }
-            self.pushed = true;
-            self.since = self.clock.now();
+            self.pushed.set(true);
         }
-        let (record, clock, limits, since) = (self.record, self.clock, self.limits, self.since);
-        let sent = std::cell::Cell::new(self.sent_bytes);
+        let (record, clock, limits) = (self.record, self.clock, self.limits);
+        let pace = std::cell::Cell::new(self.pace);
         let wait = || {
-            let now = clock.now();
-            let by_rate = limits.rate_deadline(since, sent.get());
-            let until = by_rate.min(clock.after(now, limits.write_timeout));
+            let ms = pace
+                .get()
+                .allowance(limits)
+                .min(limits.write_timeout.as_millis() as u64);
             // The wait is bounded here, not by the handler's deadline.
-            record.extend_to(until.saturating_add(1000));
-            match until.saturating_sub(now) {
+            let now = clock.now();
+            record.extend_to(now.saturating_add(ms).saturating_add(1000));
+            match ms {
                 0 => Wait::Stop,
                 ms => Wait::For(std::time::Duration::from_millis(ms)),
             }
         };
-        let pushed = push_blocking(self.socket, data, wait, |n| {
+        let waited = |ms: u64| {
+            let mut p = pace.get();
+            p.waited(ms);
+            pace.set(p);
+        };
+        let pushed = push_blocking(self.socket, data, wait, waited, |n| {
             // Progress: the handler's deadline counts again from now.
             record.progress(clock.now());
-            sent.set(sent.get() + n as u64);
+            let mut p = pace.get();
+            p.moved(n);
+            pace.set(p);
         });
-        self.sent_bytes = sent.get();
+        self.pace = pace.get();
         match pushed {
             Ok(()) => true,
             Err(e) => {

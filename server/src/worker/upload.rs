@@ -7,6 +7,7 @@
 //! small buffer of its own, decoded in place (`http/body.rs`). `100 Continue` goes out on the
 //! first read, so a handler that answers without reading never makes the client send.
 
+use std::cell::{Cell, UnsafeCell};
 use std::ffi::c_void;
 use std::io::{ErrorKind, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -21,6 +22,7 @@ use crate::clock::Clock;
 use crate::http::body::Chunked;
 use crate::http::encode::CONTINUE;
 use crate::http::parse::Reject;
+use crate::limits::Pace;
 use crate::running::Record;
 
 /// The buffer a `chunked` body is read and decoded through.
@@ -32,6 +34,9 @@ pub(super) struct Upload<'w> {
     /// Body bytes (raw, for `chunked`) that arrived with the head, and how many were used.
     prefix: &'w [u8],
     used: usize,
+    /// The chunked buffer's last fill came from the prefix (so what is left of it past the body
+    /// is prefix too).
+    filled_from_prefix: bool,
     decode: Decode,
     /// `100 Continue` is owed before the first read.
     expect: bool,
@@ -40,12 +45,17 @@ pub(super) struct Upload<'w> {
     /// For the watchdog: a body that keeps arriving keeps its handler's call alive.
     record: &'w Record,
     max: u64,
-    /// When reading began, and the raw bytes read from the socket since: the data rate.
-    since: u64,
-    raw: u64,
+    /// The client's pace, for the minimum data rate.
+    pace: Pace,
+    /// Some of the answer went out (a stream): `100 Continue` may no longer be sent.
+    answered: &'w Cell<bool>,
     state: State,
-    /// A read is under way: a second thread's read is refused.
+}
+
+/// An [`Upload`] as the handler reads it: `busy` keeps a second thread out.
+pub(super) struct Source<'w> {
     busy: AtomicBool,
+    upload: UnsafeCell<Upload<'w>>,
 }
 
 enum Decode {
@@ -90,9 +100,9 @@ impl<'w> Upload<'w> {
     pub fn new(
         socket: &'w TcpStream,
         spec: Spec<'w>,
-        limits: &'w Limits,
-        clock: &'w Clock,
+        (limits, clock): (&'w Limits, &'w Clock),
         record: &'w Record,
+        answered: &'w Cell<bool>,
     ) -> Upload<'w> {
         let decode = match spec.length {
             Some(remaining) => Decode::Length { remaining },
@@ -108,24 +118,16 @@ impl<'w> Upload<'w> {
             socket,
             prefix: spec.prefix,
             used: 0,
+            filled_from_prefix: false,
             decode,
             expect: spec.expect,
             limits,
             clock,
             record,
             max: spec.max,
-            since: clock.now(),
-            raw: 0,
+            pace: Pace::default(),
+            answered,
             state: State::Reading,
-            busy: AtomicBool::new(false),
-        }
-    }
-
-    /// The C source over this upload, valid while it is borrowed.
-    pub fn source(&mut self) -> BodySource {
-        BodySource {
-            ctx: (self as *mut Upload<'_>).cast(),
-            callback_read,
         }
     }
 
@@ -134,13 +136,21 @@ impl<'w> Upload<'w> {
         self.state
     }
 
-    /// Bytes of the prefix that belong to this body: where the next request starts. Only
-    /// meaningful once [`State::Done`]; `None` when input past the body was read into the
-    /// upload's own buffer (the connection then closes rather than lose it).
-    pub fn consumed(&self) -> Option<usize> {
+    /// Where the next request starts once the body is done: after this many bytes of the
+    /// prefix, followed by the returned bytes the upload read past the body's end (a `chunked`
+    /// body read through its own buffer).
+    pub fn rest(&self) -> (usize, &[u8]) {
         match &self.decode {
-            Decode::Length { .. } => Some(self.used),
-            Decode::Chunked { raw, end, .. } => (raw == end).then_some(self.used),
+            Decode::Length { .. } => (self.used, &[]),
+            Decode::Chunked { buf, raw, end, .. } => {
+                let past = &buf[*raw..*end];
+                if self.filled_from_prefix {
+                    // Still in the prefix: hand it back there.
+                    (self.used - past.len(), &[])
+                } else {
+                    (self.used, past)
+                }
+            }
         }
     }
 
@@ -156,10 +166,12 @@ impl<'w> Upload<'w> {
 
     /// Reads up to `out.len()` bytes of the body; 0 at its end.
     fn read(&mut self, out: &mut [u8]) -> Result<usize, Reject> {
-        if self.expect {
-            self.expect = false;
+        // Once the answer is under way an interim response would land inside it: then none is
+        // sent, and the client sends the body when its own wait for one ends (RFC 9110 §10.1.1).
+        if std::mem::take(&mut self.expect) && !self.answered.get() {
             let timeout = self.limits.write_timeout;
-            if push_blocking(self.socket, CONTINUE, || Wait::For(timeout), |_| {}).is_err() {
+            let wait = || Wait::For(timeout);
+            if push_blocking(self.socket, CONTINUE, wait, |_| {}, |_| {}).is_err() {
                 return Err(Reject::new(400, "the client went away"));
             }
         }
@@ -170,8 +182,8 @@ impl<'w> Upload<'w> {
             limits: self.limits,
             clock: self.clock,
             record: self.record,
-            since: self.since,
-            raw: &mut self.raw,
+            pace: &mut self.pace,
+            filled_from_prefix: &mut self.filled_from_prefix,
         };
         match &mut self.decode {
             Decode::Length { remaining } => {
@@ -232,8 +244,9 @@ struct Wire<'a, 'w> {
     limits: &'w Limits,
     clock: &'w Clock,
     record: &'w Record,
-    since: u64,
-    raw: &'a mut u64,
+    pace: &'a mut Pace,
+    /// The last fill came from the prefix, not the socket.
+    filled_from_prefix: &'a mut bool,
 }
 
 impl Wire<'_, '_> {
@@ -245,8 +258,10 @@ impl Wire<'_, '_> {
             let n = out.len().min(self.prefix.len() - *self.used);
             out[..n].copy_from_slice(&self.prefix[*self.used..*self.used + n]);
             *self.used += n;
+            *self.filled_from_prefix = true;
             return Ok(n);
         }
+        *self.filled_from_prefix = false;
         loop {
             match (&*self.socket).read(out) {
                 Ok(0) => {
@@ -256,23 +271,22 @@ impl Wire<'_, '_> {
                     ));
                 }
                 Ok(n) => {
-                    *self.raw += n as u64;
+                    self.pace.moved(n);
                     // Progress: the handler's deadline counts again from now.
                     self.record.progress(self.clock.now());
                     return Ok(n);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     let now = self.clock.now();
-                    let by_rate = self.limits.rate_deadline(self.since, *self.raw);
-                    let by_idle = self.clock.after(now, self.limits.body_timeout);
-                    let until = by_rate.min(by_idle);
+                    let idle = self.limits.body_timeout.as_millis() as u64;
+                    let wait = self.pace.allowance(self.limits).min(idle);
                     // The wait is bounded here, not by the handler's deadline.
-                    self.record.extend_to(until.saturating_add(1000));
-                    if until <= now || !wait_for(self.socket, libc::POLLIN, until - now) {
-                        tracing::debug!(
-                            received = *self.raw,
-                            "request body too slow: the client is cut off"
-                        );
+                    self.record
+                        .extend_to(now.saturating_add(wait).saturating_add(1000));
+                    let ready = wait > 0 && wait_for(self.socket, libc::POLLIN, wait);
+                    self.pace.waited(self.clock.now().saturating_sub(now));
+                    if !ready {
+                        tracing::debug!("request body too slow: the client is cut off");
                         return Err(Reject::new(408, "the request body arrived too slowly"));
                     }
                 }
@@ -283,16 +297,39 @@ impl Wire<'_, '_> {
     }
 }
 
+impl<'w> Source<'w> {
+    pub fn new(upload: Upload<'w>) -> Source<'w> {
+        Source {
+            busy: AtomicBool::new(false),
+            upload: UnsafeCell::new(upload),
+        }
+    }
+
+    /// The C source over this upload, valid while it is borrowed (and not moved).
+    pub fn source(&self) -> BodySource {
+        BodySource {
+            ctx: (self as *const Source<'_>).cast_mut().cast(),
+            callback_read,
+        }
+    }
+
+    /// The upload, once the handler is done with it.
+    pub fn get(&mut self) -> &Upload<'w> {
+        self.upload.get_mut()
+    }
+}
+
 unsafe extern "C" fn callback_read(ctx: *mut c_void, buf: *mut u8, len: usize) -> isize {
     // Never unwind into the plugin.
     let read = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `ctx` is the `Upload` of `Upload::source`, alive during the handler's call;
-        // `busy` below keeps a second thread out of it (a shared read only, until it is ours).
-        let upload = unsafe { &*ctx.cast::<Upload<'_>>() };
-        if upload.busy.swap(true, Ordering::Acquire) {
+        // SAFETY: `ctx` is the `Source` of `Source::source`, alive and unmoved during the
+        // handler's call; only its atomic is touched through this shared reference.
+        let source = unsafe { &*ctx.cast::<Source<'_>>() };
+        if source.busy.swap(true, Ordering::Acquire) {
             return -1;
         }
-        // SAFETY: as above; `busy` makes this the only reference in use. The plugin lends `buf`,
+        // SAFETY: winning `busy` makes this the only reference to the upload until it is
+        // released below (the worker does not touch it during the call). The plugin lends `buf`,
         // writable for `len` bytes, for this call (ABI contract).
         let (upload, out) = unsafe {
             let out = if len == 0 || buf.is_null() {
@@ -300,7 +337,7 @@ unsafe extern "C" fn callback_read(ctx: *mut c_void, buf: *mut u8, len: usize) -
             } else {
                 std::slice::from_raw_parts_mut(buf, len)
             };
-            (&mut *ctx.cast::<Upload<'_>>(), out)
+            (&mut *source.upload.get(), out)
         };
         let n = match upload.state {
             State::Done => Ok(0),
@@ -318,7 +355,7 @@ unsafe extern "C" fn callback_read(ctx: *mut c_void, buf: *mut u8, len: usize) -
                 }
             },
         };
-        upload.busy.store(false, Ordering::Release);
+        source.busy.store(false, Ordering::Release);
         n.map_or(-1, |n| n as isize)
     }));
     read.unwrap_or(-1)
