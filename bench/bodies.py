@@ -16,12 +16,15 @@ installs wrk and nginx from Debian when missing, and measures:
    (user + sys of every process of the server, from /proc). Target: CPU per request no more than
    nginx's.
 
-Every server runs in a session of its own and is stopped by its id, even on error.
+Every server runs in a session of its own and is stopped by its id, even on error. The results
+go to bench/bodies.md (and standard error).
 """
 
 import argparse
 import asyncio
+import datetime
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -228,14 +231,15 @@ def main():
         try:
             for s in servers:
                 s.start()
-            memory_runs(servers[0], args.clients, args.seconds, args.uploads,
-                        args.upload_mib * MIB)
+            down, up = memory_runs(servers[0], args.clients, args.seconds, args.uploads,
+                                   args.upload_mib * MIB)
             results = {s.name: [] for s in servers}
             for r in range(args.rounds):
                 log(f"round {r + 1} of {args.rounds}")
                 for s in servers:
                     results[s.name].append(file_run(s, args.duration))
-            log("\n| server | req/s | p99 ms | server CPU µs/req | errors |\n|---|---|---|---|---|")
+            lines = ["| server | req/s | p99 ms | server CPU µs/req | × mini-async-http | errors |",
+                     "|---|---|---|---|---|---|"]
             base = None
             for name, runs in results.items():
                 rps = statistics.median(r["rps"] for r in runs)
@@ -243,8 +247,35 @@ def main():
                 p99 = statistics.median(r["p99_ms"] for r in runs)
                 errors = sum(r["errors"] for r in runs)
                 base = base or cpu
-                log(f"| {name} | {rps:,.0f} | {p99:.2f} | {cpu:.1f} ({cpu / base:.2f}×) | "
-                    f"{errors} |")
+                lines.append(f"| {name} | {rps:,.0f} | {p99:.2f} | {cpu:.1f} | {cpu / base:.2f} | "
+                             f"{errors} |")
+            when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            report = f"""# Large bodies
+
+Measured {when} on {platform.machine()} Linux {platform.release()}, {os.cpu_count()} cores, by
+`python3 bench/bodies.py` (release build, loopback, the host with 64 workers).
+
+## Memory
+
+| run | transferred | resident memory before → peak | growth | target |
+|---|---|---|---|---|
+| {down['clients']} downloads of a 1 GiB file at 1 MB/s, {args.seconds} s | \
+{down['bytes'] / MIB:,.0f} MiB | {down['before_kib'] / 1024:.1f} → {down['peak_kib'] / 1024:.1f} MiB | \
+{down['growth_mib']:.1f} MiB | ≤ 64 MiB |
+| {up['clients']} uploads of {args.upload_mib} MiB to `/echo/hash` ({up['answered_right']} answered \
+right, {up['seconds']:.1f} s) | {up['clients'] * args.upload_mib:,} MiB | \
+{up['before_kib'] / 1024:.1f} → {up['peak_kib'] / 1024:.1f} MiB | {up['growth_mib']:.1f} MiB | ≤ 64 MiB |
+
+## A 1 MiB file, 64 keep-alive connections
+
+Medians of {args.rounds} rounds of {args.duration} s, servers alternating; CPU is user + sys of every
+process of the server. On loopback part of the client's receive work runs in the sender's
+context, so it counts as server CPU.
+
+""" + "\n".join(lines) + "\n"
+            with open(os.path.join(ROOT, "bench", "bodies.md"), "w") as f:
+                f.write(report)
+            log(report)
         finally:
             for s in servers:
                 s.stop()
