@@ -17,6 +17,7 @@ use crate::control::{self, ControlMsg};
 use crate::http::encode::{DateCache, Persist, encode_busy};
 use crate::pool::STALL_MS;
 use crate::shared::Shared;
+use crate::tokens::Tokens;
 
 /// What the loop runs on a `Reload` message: it must hand the work to another thread.
 pub(crate) type ReloadHook = Box<dyn FnMut(u64) + Send>;
@@ -37,9 +38,9 @@ pub(crate) struct EventLoop {
     /// `None` once shutdown began: no new connections.
     listener: Option<TcpListener>,
     control: UnixDatagram,
-    /// Connections by token; `None` marks a free token, listed in `free`.
+    /// Connections by token; `None` marks a free token, which `tokens` hands out again.
     conns: Vec<Option<Arc<Slot>>>,
-    free: Vec<usize>,
+    tokens: Tokens,
     /// Connections open now.
     open: usize,
     shared: Arc<Shared>,
@@ -77,7 +78,7 @@ impl EventLoop {
             listener: Some(listener),
             control,
             conns: Vec::new(),
-            free: Vec::new(),
+            tokens: Tokens::default(),
             open: 0,
             shared,
             batch: Vec::new(),
@@ -131,6 +132,8 @@ impl EventLoop {
                     }
                 }
             }
+            // Events of this batch are done: tokens freed during it may go to new connections.
+            self.tokens.end_batch();
             self.queue_batch();
             // Let the workers eat before polling again: the next poll then brings a batch.
             let now = clock.now();
@@ -212,10 +215,10 @@ impl EventLoop {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
             }
-            let token = self.free.pop().unwrap_or_else(|| {
+            let token = self.tokens.take();
+            if token == self.conns.len() {
                 self.conns.push(None);
-                self.conns.len() - 1
-            });
+            }
             // Readable only: write interest is added by a worker whose write would block, so a new
             // connection costs no wake-up before its first bytes arrive.
             let registered =
@@ -224,7 +227,7 @@ impl EventLoop {
                     .register(&mut stream, Token(token), Interest::READABLE);
             if let Err(e) = registered {
                 tracing::warn!(%peer, error = %e, "cannot register connection");
-                self.free.push(token);
+                self.tokens.give_back(token);
                 continue;
             }
             let clock = self.shared.clock;
@@ -370,7 +373,7 @@ impl EventLoop {
         if let Some(entry) = self.conns.get_mut(token)
             && entry.take().is_some()
         {
-            self.free.push(token);
+            self.tokens.give_back(token);
             self.open -= 1;
             self.shared.stats.open.store(self.open, Ordering::Relaxed);
         }

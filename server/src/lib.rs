@@ -42,6 +42,7 @@ mod reply;
 mod running;
 mod server;
 mod shared;
+mod tokens;
 mod watchdog;
 mod worker;
 mod workers;

@@ -63,6 +63,15 @@ impl Client {
         }
     }
 
+    /// Sends each write at once (`TCP_NODELAY`), for tests that trickle bytes.
+    ///
+    /// # Panics
+    /// If the option cannot be set.
+    pub fn nodelay(&mut self) -> &mut Client {
+        self.stream.set_nodelay(true).expect("set TCP_NODELAY");
+        self
+    }
+
     /// Writes `bytes`.
     ///
     /// # Panics

@@ -104,8 +104,10 @@ pub(crate) struct Transfer {
 #[derive(Debug)]
 pub(crate) enum Reading {
     /// Waiting for a request head, or for the rest of one. `since`: when its first byte arrived
-    /// (the header timeout counts from there), 0 while nothing of it has.
-    Head { since: u64 },
+    /// (the header timeout counts from there), 0 while nothing of it has. `scanned`: bytes of it
+    /// already searched for the head's end, so that a head trickled in small pieces is searched
+    /// once, not parsed again from its start on every read.
+    Head { since: u64, scanned: usize },
     /// The head is in and the body is on its way.
     Body {
         since: u64,
@@ -168,7 +170,7 @@ impl Conn {
             token,
             peer,
             input: InBuf::default(),
-            reading: Reading::Head { since: 0 },
+            reading: Reading::HEAD,
             writing: Writing::Clear,
             accepted: 0,
             answered: 0,
@@ -188,10 +190,16 @@ impl Conn {
 }
 
 impl Reading {
+    /// Between requests: nothing of the next one yet.
+    pub const HEAD: Reading = Reading::Head {
+        since: 0,
+        scanned: 0,
+    };
+
     /// When the current request's first byte arrived; 0 when none has (or none is read).
     pub fn since(&self) -> u64 {
         match self {
-            Reading::Head { since } | Reading::Body { since, .. } => *since,
+            Reading::Head { since, .. } | Reading::Body { since, .. } => *since,
             Reading::Done | Reading::Discard { .. } => 0,
         }
     }
@@ -203,7 +211,7 @@ impl Reading {
     /// When no request is being read: the worker never parses a connection in `Done` or
     /// `Discard`.
     pub fn body(&mut self) -> (&mut Option<Chunked>, &mut bool) {
-        if let Reading::Head { since } = *self {
+        if let Reading::Head { since, .. } = *self {
             *self = Reading::Body {
                 since,
                 chunked: None,

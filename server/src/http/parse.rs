@@ -66,6 +66,15 @@ pub(crate) enum Framing {
     Chunked,
 }
 
+/// Whether `bytes` hold the end of a head: an empty line, after CRLF or a bare LF (RFC 9112 §2.2).
+/// Cheap: the worker asks it of the bytes that arrived since a partial head was last parsed, and
+/// parses again only when it says yes.
+pub(crate) fn head_ends(bytes: &[u8]) -> bool {
+    bytes
+        .windows(2)
+        .any(|w| w == b"\n\n" || (w[0] == b'\n' && w[1] == b'\r'))
+}
+
 /// RFC 9112 §6.3 (6): a body larger than the route's `max` is refused with 413 (a `chunked` one
 /// when its decoded size passes it, in `http/body.rs`).
 pub(crate) fn check_length(framing: Framing, max: u64) -> Result<(), Reject> {
@@ -289,7 +298,7 @@ fn check_target(method: &str, target: &str) -> Result<(), Reject> {
 }
 
 /// An incomplete head may still be refused: it is already too long to ever fit.
-fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), Reject> {
+pub(crate) fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), Reject> {
     let line_end = buf.iter().position(|&b| b == b'\n');
     // Request line: method SP target SP version; allow generous room for method and version.
     let line_limit = limits.max_target_bytes + 64;
@@ -493,6 +502,15 @@ mod tests {
             status("PUT / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n"),
             417
         );
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_in_any_piece() {
+        assert!(head_ends(b"x\r\n\r\n"));
+        assert!(head_ends(b"\n\r"));
+        assert!(head_ends(b"a\n\nb"));
+        assert!(!head_ends(b"Host: x\r\nAccept: y"));
+        assert!(!head_ends(b"\r"));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use crate::Limits;
 use crate::conn::{Conn, InBuf, Reading};
 use crate::http::body::Chunked;
 use crate::http::encode::{CONTINUE, encode_error};
-use crate::http::parse::{Framing, Head, Reject, check_length, parse_head};
+use crate::http::parse::{
+    Framing, Head, Reject, check_length, check_partial, head_ends, parse_head,
+};
 use crate::shared::Shared;
 
 impl Worker {
@@ -30,21 +32,40 @@ impl Worker {
             if buf.is_empty() {
                 buf.start = 0;
                 buf.end = 0;
-                conn.reading = Reading::Head { since: 0 };
+                conn.reading = Reading::HEAD;
                 return Step::NeedInput;
             }
             if self.out.len() > OUT_HIGH_WATER || self.file.is_some() {
                 return Step::More;
             }
-            if let Reading::Head { since: 0 } = conn.reading {
-                conn.reading = Reading::Head { since: arrived };
+            if let Reading::Head { since: 0, scanned } = conn.reading {
+                conn.reading = Reading::Head {
+                    since: arrived,
+                    scanned,
+                };
+            }
+            let pending = buf.pending();
+            if let Reading::Head { scanned, .. } = &mut conn.reading
+                && *scanned > 0
+                && pending
+                    .get(scanned.saturating_sub(3)..)
+                    .is_some_and(|new| !head_ends(new))
+            {
+                // Still no end of the head in what arrived since it was last parsed: no parse.
+                *scanned = pending.len();
+                if let Err(reject) = check_partial(pending, limits) {
+                    return self.reject(conn, reject);
+                }
+                return Step::NeedInput;
             }
             let mut headers = reuse(&mut self.headers);
-            let pending = buf.pending();
             let head = match parse_head(pending, limits, &mut headers) {
                 Ok(Some(head)) => head,
                 Ok(None) => {
                     self.headers = reuse(&mut headers);
+                    if let Reading::Head { scanned, .. } = &mut conn.reading {
+                        *scanned = pending.len();
+                    }
                     return Step::NeedInput;
                 }
                 Err(reject) => {
@@ -242,7 +263,7 @@ impl Worker {
     /// Resets per-request state; `Some` when the connection must close.
     fn finish_request(&mut self, conn: &mut Conn, close: bool) -> Option<Step> {
         conn.answered += 1;
-        conn.reading = Reading::Head { since: 0 };
+        conn.reading = Reading::HEAD;
         close.then_some(Step::Close { linger: false })
     }
 

@@ -1,7 +1,7 @@
 //! Hostile clients and misbehaving plugins against the real binary: every case answered with the
 //! right status or closed, never a crash, never a corrupted response, never a leak.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -158,4 +158,35 @@ fn out_of_descriptors_the_loop_waits_instead_of_spinning() {
     for c in &mut last {
         assert_eq!(c.get("/hello").text(), "Hello");
     }
+}
+
+#[test]
+fn a_head_trickled_one_byte_at_a_time_is_answered_and_a_bad_one_refused() {
+    let host = HostProcess::start(&["libecho.so"], "");
+    // Each byte its own packet (TCP_NODELAY) and its own read: the server searches the new
+    // byte for the head's end instead of parsing the head again from its start.
+    let filler = "a".repeat(3000);
+    let head = format!("GET /echo/t HTTP/1.1\r\nHost: x\r\nX-Filler: {filler}\r\n\r\n");
+    let mut c = host.connect();
+    c.nodelay();
+    for b in head.as_bytes() {
+        c.send([*b]);
+    }
+    let r = c.reply();
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert!(r.text().contains(&filler));
+    // The limits still hold for a trickled head: past max_head_bytes it is refused with 431.
+    let mut s = std::net::TcpStream::connect(host.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = s.write_all(b"GET /echo/t HTTP/1.1\r\nHost: x\r\n");
+    let mut refused = Vec::new();
+    for _ in 0..400 {
+        if s.write_all(&[b'X'; 50]).is_err() {
+            break;
+        }
+    }
+    let _ = s.read_to_end(&mut refused);
+    let text = String::from_utf8_lossy(&refused);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
 }
