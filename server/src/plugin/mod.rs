@@ -4,11 +4,14 @@
 //! - `loader.rs`: one file → one [`Generation`] (shadow copy, `dlopen`, checks, init).
 //! - `registry.rs`: the [`Registry`] of mounted plugins and their routes; it is the
 //!   [`Handler`](crate::Handler) the host serves with.
+//! - `reaper.rs`: where generations no longer served are torn down, off the registry's lock and
+//!   off the requests' path.
 //! - `watch.rs`: the folder watcher that reports changed plugin files and configuration.
 //!
 //! The C ABI itself is in `plugin-api` (`plugin_api::abi`).
 
 mod loader;
+mod reaper;
 mod registry;
 mod watch;
 

@@ -19,6 +19,7 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use plugin_api::{Request, Response, ResponseBuilder, abi::ABI_VERSION};
 
+use crate::plugin::reaper::Reaper;
 use crate::plugin::{Generation, LoadError, PluginFile};
 use crate::reply::Collected;
 use crate::{BodyLimits, Bulkhead, Bulkheads, Call, Handler};
@@ -75,6 +76,8 @@ pub struct Registry {
     metrics: AtomicBool,
     /// One bulkhead per plugin name, shared with the server.
     bulkheads: Arc<Bulkheads>,
+    /// Where generations no longer served are torn down, when their last request has ended.
+    reaper: Reaper,
 }
 
 struct Inner {
@@ -206,7 +209,7 @@ impl Registry {
     /// An empty registry for the plugins in `dir`, with per-plugin settings and extra routes.
     ///
     /// # Errors
-    /// The shadow directory cannot be created.
+    /// The shadow directory cannot be created, or the reaper's thread started.
     pub fn new(
         dir: &Path,
         settings: BTreeMap<String, String>,
@@ -232,6 +235,7 @@ impl Registry {
             access_log: AtomicBool::new(false),
             metrics: AtomicBool::new(false),
             bulkheads: Arc::new(Bulkheads::new()),
+            reaper: Reaper::spawn()?,
         };
         registry.rebuild(&mut registry.lock());
         Ok(registry)
@@ -420,8 +424,10 @@ impl Registry {
             }
         };
         drop(inner);
-        // If no request holds the old generation any more, its `on_drop` runs here, unlocked.
-        drop(old);
+        if let (Ok(()), Some(old)) = (&result, old) {
+            // Torn down by the reaper once its last request has ended, not here or in a worker.
+            self.reaper.retire(old);
+        }
         result
     }
 
@@ -458,8 +464,9 @@ impl Registry {
             }
             inner.quarantine = list;
         }
-        // Dropped unlocked: the plugin's `on_drop` may run here.
-        drop(dropped);
+        for g in dropped {
+            self.reaper.retire(g);
+        }
     }
 
     /// Unmounts the plugin of a file that was removed from the folder.
@@ -548,11 +555,14 @@ impl Registry {
         let dropped = m.mount.current.swap(None);
         self.rebuild(inner);
         match dropped {
-            Some(g) => tracing::info!(
-                plugin = name,
-                "plugin {name}: unmounted (generation {} is dropped when its last request ends)",
-                g.number
-            ),
+            Some(g) => {
+                tracing::info!(
+                    plugin = name,
+                    "plugin {name}: unmounted (generation {} is dropped when its last request ends)",
+                    g.number
+                );
+                self.reaper.retire(g);
+            }
             None => tracing::info!(plugin = name, "plugin {name}: unmounted"),
         }
     }

@@ -277,3 +277,26 @@ fn reloads_under_load_fail_no_request() {
     );
     host.wait_for_log("plugin flip: generation 21 loaded", WAIT);
 }
+
+#[test]
+fn a_slow_teardown_runs_off_the_request_path() {
+    let config = "[plugins.slow]\ndrop_ms = 3000\n";
+    let host = HostProcess::start(&["libslow.so"], config);
+    let mut c = host.connect();
+    // This request holds generation 1 while generation 2 replaces it, so it is the last holder.
+    c.send("GET /slow/sleep/1000 HTTP/1.1\r\nHost: x\r\n\r\n");
+    host.wait_for_log("slow call 1 began", WAIT);
+    // The same library with bytes appended past its end: new content, same code.
+    let mut changed = bytes(&artifact("libslow.so"));
+    changed.extend_from_slice(&[0; 64]);
+    install_by_rename(&host.plugins(), "libslow.so", &changed);
+    host.wait_for_log("plugin slow: generation 2 loaded", WAIT);
+    let r = c.reply();
+    assert_eq!(r.text(), "slept 1000 ms\n");
+    // The reply did not wait for generation 1's three-second teardown, which runs elsewhere.
+    assert!(
+        !host.log().iter().any(|l| l.contains("slow drop ended")),
+        "the answer waited for the plugin's teardown"
+    );
+    host.wait_for_log("slow drop ended", WAIT);
+}
