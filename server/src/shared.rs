@@ -55,18 +55,11 @@ pub(crate) struct Closed {
 impl Shared {
     /// Tells the loop a connection is closed: one datagram per burst of closes.
     pub fn report_closed(&self, token: usize) {
-        {
-            let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
-            closed.tokens.push(token);
-            if std::mem::replace(&mut closed.signalled, true) {
-                return;
-            }
+        if !self.lock_closed().push(token) {
+            return;
         }
         if let Err(e) = self.control.send(ControlMsg::Closed(token)) {
-            self.closed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .signalled = false;
+            self.lock_closed().unsent();
             if self.draining.load(Ordering::Acquire) {
                 // After shutdown the loop is gone, and nothing needs the count any more.
                 tracing::debug!(error = %e, "control channel closed");
@@ -76,11 +69,13 @@ impl Shared {
         }
     }
 
+    fn lock_closed(&self) -> std::sync::MutexGuard<'_, Closed> {
+        self.closed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Loop: the connections closed since the last call.
     pub fn take_closed(&self) -> Vec<usize> {
-        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
-        closed.signalled = false;
-        std::mem::take(&mut closed.tokens)
+        self.lock_closed().take()
     }
 
     /// Stuck workers that are replaced ([`Limits::max_lost_workers`]).
@@ -92,10 +87,47 @@ impl Shared {
     }
 }
 
+impl Closed {
+    /// Adds `token`; `true` when the caller must send the `Closed` datagram (no other is on its
+    /// way).
+    fn push(&mut self, token: usize) -> bool {
+        self.tokens.push(token);
+        !std::mem::replace(&mut self.signalled, true)
+    }
+
+    /// The datagram the last `push` asked for could not be sent: the next close sends one.
+    fn unsent(&mut self) {
+        self.signalled = false;
+    }
+
+    /// Loop: every token so far; the next close signals again.
+    fn take(&mut self) -> Vec<usize> {
+        self.signalled = false;
+        std::mem::take(&mut self.tokens)
+    }
+}
+
 /// What the event loop counts; written by the loop only.
 #[derive(Default)]
 pub(crate) struct LoopStats {
     pub open: AtomicUsize,
     pub accepted: AtomicU64,
     pub refused_busy: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_signal_is_retried_by_the_next_close() {
+        let mut closed = Closed::default();
+        assert!(closed.push(1), "the first close signals");
+        assert!(!closed.push(2), "one datagram per burst");
+        // That datagram never reached the loop (ENOBUFS, say).
+        closed.unsent();
+        assert!(closed.push(3), "the next close signals again");
+        assert_eq!(closed.take(), [1, 2, 3]);
+        assert!(closed.push(4));
+    }
 }
