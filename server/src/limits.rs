@@ -156,3 +156,36 @@ impl Default for Limits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_minimum_rate_is_earned_by_bytes_not_by_time() {
+        let limits = Limits {
+            min_data_rate: 1000,
+            min_data_rate_grace: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        // 2000 bytes at 1000 B/s buy two seconds after the grace.
+        assert_eq!(limits.rate_deadline(10_000, 2000), 12_500);
+        let mut pace = Pace::default();
+        assert_eq!(pace.allowance(&limits), 500);
+        pace.moved(100);
+        pace.waited(550);
+        assert_eq!(pace.allowance(&limits), 50);
+        pace.waited(100);
+        assert_eq!(
+            pace.allowance(&limits),
+            0,
+            "a peer slower than the rate is cut off"
+        );
+        let off = Limits {
+            min_data_rate: 0,
+            ..Limits::default()
+        };
+        assert_eq!(off.rate_deadline(0, 0), u64::MAX);
+        assert_eq!(Pace::default().allowance(&off), u64::MAX);
+    }
+}

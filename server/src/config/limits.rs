@@ -284,7 +284,27 @@ mod tests {
             "not the plugin's own settings"
         );
 
+        let text = "[limits]\nbuffer_body_bytes = 1024\nmin_data_rate = 1000\n\
+                    min_data_rate_grace_ms = 200\nmax_buffered_bytes = 65536\n\
+                    [limits.plugins.up]\nmax_body_bytes = 1073741824\nbuffer_body_bytes = 0\n";
+        let c = Config::parse(text, Path::new("config.toml")).unwrap();
+        assert_eq!(c.limits.buffer_body_bytes, 1024);
+        assert_eq!(c.limits.min_data_rate, 1000);
+        assert_eq!(c.limits.min_data_rate_grace.as_millis(), 200);
+        assert_eq!(c.limits.max_buffered_bytes, 65536);
+        let up = &c.plugin_limits["up"];
+        assert_eq!(
+            (up.max_body_bytes, up.buffer_body_bytes),
+            (Some(1 << 30), Some(0))
+        );
+
         let bad = [
+            ("[limits]\nmin_data_rate = -1\n", 2, "limits.min_data_rate"),
+            (
+                "[limits.plugins.up]\nmax_body_bytes = -5\n",
+                2,
+                "limits.plugins.up.max_body_bytes",
+            ),
             (
                 "[limits.plugins.slow]\nmax_concurrency = 0\n",
                 2,
