@@ -4,11 +4,14 @@
 //! - [`AIOServer`] (`server.rs`) is the embeddable server of the seed README: give it a handler
 //!   closure and call `start`. [`ServerHandle`] waits for it and shuts it down.
 //! - `event_loop.rs` is its one mio event loop: accept, readiness, timers, the control channel
-//!   (`control.rs`, a `UnixDatagram` pair). It computes nothing.
+//!   (`control.rs`, a `UnixDatagram` pair), connection tokens (`tokens.rs`). It computes nothing.
 //! - `pool.rs` queues ready connections for the worker threads; `worker/` is a worker: a turn on
 //!   a connection (`mod.rs`), finding its requests (`framing.rs`, over `http/parse.rs` and
-//!   `http/body.rs`), calling the handler (`dispatch.rs`, [`Handler`] in `handler.rs`), and its
-//!   socket I/O (`io.rs`); `http/encode.rs` writes the responses.
+//!   `http/body.rs`), calling the handler (`dispatch.rs`, [`Handler`] in `handler.rs`), encoding
+//!   its answer (`reply.rs`: bytes, a file sent with `sendfile`, or a stream), reading a body as
+//!   it arrives (`upload.rs`), and its socket I/O (`io.rs`); `http/encode.rs` writes the heads.
+//!   `reply.rs` (top level) is how an answer leaves a [`Call`], and the C sink plugins answer
+//!   through.
 //! - `conn/` is one connection: the states it is in (`Reading` and `Writing`) and the
 //!   atomic state that says which thread owns it (`slot.rs`). `shared.rs` is what the loop, the
 //!   workers and the watchdog share.
