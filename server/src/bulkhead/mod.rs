@@ -1,6 +1,7 @@
 //! Bulkheads: a limit on how many workers one kind of request (the host: one plugin) may hold at
 //! once, with a bounded wait for the requests past it, so that one slow plugin cannot starve the
-//! others. Read "Fault containment" in DESIGN.md. How a handler enters one is in `call.rs`.
+//! others. Read "Fault containment" in DESIGN.md. How a handler enters one is in `call.rs`; the
+//! table of a server's bulkheads and their policies in `table.rs`.
 //!
 //! A [`Handler`](crate::Handler) puts a request in a bulkhead by calling [`Call::enter`] before it
 //! runs code that may be slow. Past the bulkhead's limit, `enter` says no, and the worker parks the
@@ -19,9 +20,9 @@
 //! far above a scheduler's time slice, so a call preempted on a busy machine does not count as
 //! slow. A limit set in the configuration is always exact.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::conn::Slot;
@@ -29,54 +30,17 @@ use crate::limits::BodyLimits;
 use crate::shared::Shared;
 
 mod call;
+mod table;
 
 pub use call::{Call, Permit};
 pub(crate) use call::{Declined, Gate};
+pub use table::{BulkheadPolicy, Bulkheads};
 
 /// A plugin at its default limit may take the last worker while all its calls in flight began
 /// less than this many milliseconds ago.
 pub const BORROW_MS: u64 = 50;
 /// Calls that must end, with none seen running long, before a plugin may borrow the last worker.
 pub const PROVEN: u32 = 1000;
-
-/// One bulkhead's settings; `None` takes the server's default.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BulkheadPolicy {
-    /// Time from receiving a request to its answer (default [`Limits::handler_timeout`]).
-    ///
-    /// [`Limits::handler_timeout`]: crate::Limits::handler_timeout
-    pub handler_timeout: Option<Duration>,
-    /// Calls at once (default `workers - 1`, at least 1).
-    pub max_concurrency: Option<usize>,
-    /// Time a request may wait for a place (default [`Limits::queue_timeout`]).
-    ///
-    /// [`Limits::queue_timeout`]: crate::Limits::queue_timeout
-    pub queue_timeout: Option<Duration>,
-    /// Requests waiting at most; past it, `503` at once (default [`Limits::max_queued`]).
-    ///
-    /// [`Limits::max_queued`]: crate::Limits::max_queued
-    pub max_queued: Option<usize>,
-    /// A request body's bytes at most (default [`Limits::max_body_bytes`]).
-    ///
-    /// [`Limits::max_body_bytes`]: crate::Limits::max_body_bytes
-    pub max_body_bytes: Option<u64>,
-    /// Bodies read whole before the call up to this size (default, and at most,
-    /// [`Limits::buffer_body_bytes`]).
-    ///
-    /// [`Limits::buffer_body_bytes`]: crate::Limits::buffer_body_bytes
-    pub buffer_body_bytes: Option<u64>,
-}
-
-/// The bulkheads of one server, by name. Hand the same table to the handler that uses them and to
-/// [`AIOServer::with_bulkheads`](crate::AIOServer::with_bulkheads). A bulkhead, once named, lives
-/// as long as the table, so its counters survive the plugin's reloads.
-#[derive(Default)]
-pub struct Bulkheads {
-    list: RwLock<Vec<Arc<Bulkhead>>>,
-    policies: Mutex<BTreeMap<String, BulkheadPolicy>>,
-    /// The server's worker count, for the default limit (0 until the server starts).
-    workers: AtomicUsize,
-}
 
 /// A limit on concurrent calls and its queue. Obtained from [`Bulkheads::get`].
 pub struct Bulkhead {
@@ -149,86 +113,8 @@ struct Waiter {
     deadline: u64,
 }
 
-impl Bulkheads {
-    /// An empty table.
-    pub fn new() -> Bulkheads {
-        Bulkheads::default()
-    }
-
-    /// The bulkhead called `name`, added (with its configured policy) if new.
-    pub fn get(&self, name: &str) -> Arc<Bulkhead> {
-        if let Some(found) = self.read().iter().find(|b| b.name == name) {
-            return Arc::clone(found);
-        }
-        let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(found) = list.iter().find(|b| b.name == name) {
-            return Arc::clone(found);
-        }
-        let bulkhead = Arc::new(Bulkhead::new(list.len() + 1, name));
-        let policy = self.lock_policies().get(name).cloned().unwrap_or_default();
-        bulkhead.apply(&policy, self.workers.load(Ordering::Relaxed));
-        list.push(Arc::clone(&bulkhead));
-        bulkhead
-    }
-
-    /// Sets every bulkhead's policy: those named here get theirs, the others the defaults.
-    pub fn set_policies(&self, policies: BTreeMap<String, BulkheadPolicy>) {
-        *self.lock_policies() = policies;
-        self.reapply();
-    }
-
-    /// The figures of every bulkhead, in the order they were named.
-    pub fn stats(&self) -> Vec<BulkheadStats> {
-        self.read().iter().map(|b| b.stats()).collect()
-    }
-
-    /// The bulkhead a worker's record names (index + 1).
-    pub(crate) fn by_id(&self, id: usize) -> Option<Arc<Bulkhead>> {
-        self.read().get(id.checked_sub(1)?).cloned()
-    }
-
-    /// Every bulkhead, for the watchdog.
-    pub(crate) fn all(&self) -> Vec<Arc<Bulkhead>> {
-        self.read().clone()
-    }
-
-    /// Drops every request waiting in any bulkhead (the server has stopped).
-    pub(crate) fn clear(&self) {
-        for bulkhead in self.read().iter() {
-            bulkhead.clear();
-        }
-    }
-
-    /// The server starts with `workers` workers: the default limits follow.
-    pub(crate) fn set_workers(&self, workers: usize) {
-        self.workers.store(workers, Ordering::Relaxed);
-        self.reapply();
-    }
-
-    fn reapply(&self) {
-        let policies = self.lock_policies().clone();
-        let workers = self.workers.load(Ordering::Relaxed);
-        for bulkhead in self.read().iter() {
-            bulkhead.apply(
-                &policies.get(&bulkhead.name).cloned().unwrap_or_default(),
-                workers,
-            );
-            // A limit raised: waiting requests take the new places.
-            bulkhead.dispatch();
-        }
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Bulkhead>>> {
-        self.list.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn lock_policies(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BulkheadPolicy>> {
-        self.policies.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 impl Bulkhead {
-    fn new(id: usize, name: &str) -> Bulkhead {
+    pub(super) fn new(id: usize, name: &str) -> Bulkhead {
         Bulkhead {
             in_flight: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
@@ -267,7 +153,7 @@ impl Bulkhead {
         }
     }
 
-    fn apply(&self, policy: &BulkheadPolicy, workers: usize) {
+    pub(super) fn apply(&self, policy: &BulkheadPolicy, workers: usize) {
         let ms = |d: Option<Duration>| d.map_or(0, |d| (d.as_millis() as u64).max(1));
         self.timeout_ms
             .store(ms(policy.handler_timeout), Ordering::Relaxed);
@@ -416,7 +302,7 @@ impl Bulkhead {
     }
 
     /// Hands free places to waiting requests, first come first served.
-    fn dispatch(self: &Arc<Self>) {
+    pub(super) fn dispatch(self: &Arc<Self>) {
         let mut queue = self.lock_queue();
         let cap = self.cap.load(Ordering::Relaxed);
         while !queue.is_empty() {
