@@ -32,18 +32,15 @@ import tempfile
 import threading
 import time
 
-from run import CLK_TCK, PAGE_KIB, ROOT, Server, log, parse_wrk, wait_idle
+from run import (CLK_TCK, PAGE_KIB, ROOT, Server, ensure_tools, log, parse_wrk, wait_idle,
+                 write_nginx_conf)
 
 PORT, NGINX_PORT = 18097, 18098
 GIB, MIB = 1 << 30, 1 << 20
 
 
 def build():
-    missing = [t for t in ("wrk", "nginx") if not shutil.which(t) and
-               not os.path.exists("/usr/sbin/" + t)]
-    if missing:
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq"] + missing, check=True)
+    ensure_tools()
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "mini-async-http", "-p",
                     "static-files", "-p", "echo"], cwd=ROOT, check=True)
 
@@ -67,26 +64,7 @@ def host(tmp, www):
 
 
 def nginx(tmp, www):
-    conf = os.path.join(tmp, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(f"""
-worker_processes 2;
-daemon off;
-error_log {tmp}/nginx-error.log;
-pid {tmp}/nginx.pid;
-events {{ worker_connections 20000; }}
-http {{
-    access_log off;
-    sendfile on;
-    keepalive_requests 100000000;
-    client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
-    uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
-    server {{
-        listen 127.0.0.1:{NGINX_PORT} backlog=4096;
-        location /s/ {{ alias {www}/; }}
-    }}
-}}
-""")
+    conf = write_nginx_conf(tmp, NGINX_PORT, f"location /s/ {{ alias {www}/; }}", "sendfile on;")
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     return Server("nginx (sendfile on)", [binary, "-c", conf, "-p", tmp], NGINX_PORT, cwd=tmp)
 

@@ -132,16 +132,12 @@ class Server:
         return total
 
 
-def servers(tmp, also=()):
-    target = os.path.join(ROOT, "target", "release")
-    plugins = os.path.join(tmp, "plugins")
-    os.makedirs(plugins, exist_ok=True)
-    shutil.copy(os.path.join(target, "libhello.so"), plugins)
-    config = os.path.join(tmp, "config.toml")
-    with open(config, "w") as f:
-        f.write("[limits]\nmax_connections = 20000\n")
-    nginx_conf = os.path.join(tmp, "nginx.conf")
-    with open(nginx_conf, "w") as f:
+def write_nginx_conf(tmp, port, server, http=""):
+    """Writes `tmp/nginx.conf`: two workers, no access log, everything kept in `tmp`, one server on
+    127.0.0.1:`port` whose block is `server` (plus `http` lines at the http level). Returns its
+    path."""
+    path = os.path.join(tmp, "nginx.conf")
+    with open(path, "w") as f:
         f.write(f"""
 worker_processes 2;
 worker_rlimit_nofile 65536;
@@ -152,15 +148,28 @@ events {{ worker_connections 20000; }}
 http {{
     access_log off;
     keepalive_requests 100000000;
+    {http}
     client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
     uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
     server {{
-        listen 127.0.0.1:18084 backlog=4096;
-        default_type text/plain;
-        location / {{ return 200 "Hello"; }}
+        listen 127.0.0.1:{port} backlog=4096;
+        {server}
     }}
 }}
 """)
+    return path
+
+
+def servers(tmp, also=()):
+    target = os.path.join(ROOT, "target", "release")
+    plugins = os.path.join(tmp, "plugins")
+    os.makedirs(plugins, exist_ok=True)
+    shutil.copy(os.path.join(target, "libhello.so"), plugins)
+    config = os.path.join(tmp, "config.toml")
+    with open(config, "w") as f:
+        f.write("[limits]\nmax_connections = 20000\n")
+    nginx_conf = write_nginx_conf(tmp, 18084, 'default_type text/plain;\n'
+                                  '        location / { return 200 "Hello"; }')
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     host = [os.path.join(target, "mini-async-http"), "--config", config, "--plugins", plugins]
     # Other builds of the host binary (an earlier commit, say), run the same way beside this one,

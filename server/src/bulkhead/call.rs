@@ -131,7 +131,7 @@ impl<'a> Call<'a> {
     /// Whether an answer may still go out.
     #[inline]
     fn open(&self) -> bool {
-        self.declined.is_none() && self.gate.as_ref().is_none_or(|g| g.record.is_running())
+        self.declined.is_none() && !self.timed_out()
     }
 
     /// The response's head and what its body is; `false` when it was not taken (answered
@@ -156,10 +156,13 @@ impl<'a> Call<'a> {
 
     /// Appends to a streamed body; `false` once it cannot go on.
     pub(crate) fn write(&mut self, bytes: &[u8]) -> bool {
+        if self.timed_out() {
+            return false;
+        }
         let Progress::Answered { bytes: sent, .. } = &mut self.progress else {
             return false;
         };
-        if !(self.gate.as_ref().is_none_or(|g| g.record.is_running()) && self.reply.write(bytes)) {
+        if !self.reply.write(bytes) {
             return false;
         }
         *sent += bytes.len() as u64;
@@ -169,7 +172,7 @@ impl<'a> Call<'a> {
     /// Sends what a streamed body holds so far; `false` once it cannot go on.
     pub(crate) fn flush(&mut self) -> bool {
         matches!(self.progress, Progress::Answered { .. })
-            && self.gate.as_ref().is_none_or(|g| g.record.is_running())
+            && !self.timed_out()
             && self.reply.flush()
     }
 
@@ -198,6 +201,7 @@ impl<'a> Call<'a> {
     }
 
     /// Whether the call ran past its deadline: the client was answered without it.
+    #[inline]
     pub fn timed_out(&self) -> bool {
         self.gate.as_ref().is_some_and(|g| !g.record.is_running())
     }

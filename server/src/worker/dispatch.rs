@@ -9,15 +9,14 @@ use std::sync::atomic::Ordering;
 use plugin_api::__private::panic_message;
 use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder};
 
-use super::reply::{Encoder, Sent, Streamed};
+use super::reply::{Encoder, Finished, Setting};
 use super::upload::{Source, Spec, Upload};
 use super::{Answer, Worker};
 use crate::Limits;
 use crate::bulkhead::{Admission, Call, Declined, Gate};
 use crate::conn::Conn;
-use crate::http::encode::{CHUNK_END, LAST_CHUNK, chunk_size, encode, encode_busy, persist};
+use crate::http::encode::{encode, encode_busy, persist};
 use crate::http::parse::Head;
-use crate::limits::Pace;
 use crate::running::{self, Ended};
 use crate::shared::Shared;
 
@@ -87,23 +86,16 @@ impl Worker {
             method: head.method,
             target: head.target,
         });
-        let mut encoder = Encoder {
-            out: &mut self.out,
+        let setting = Setting {
             date: self.date.get(),
-            head_only,
-            version: head.version,
-            keep_alive: head.keep_alive,
-            draining: &shared.draining,
+            head,
             socket,
             record,
-            clock: &shared.clock,
+            shared,
             limits,
-            sent: Sent::Nothing,
-            chunk: Vec::new(),
-            mark: 0,
             pushed: &answered,
-            pace: Pace::default(),
         };
+        let mut encoder = Encoder::new(&mut self.out, setting);
         let declined = {
             let gate = Gate {
                 shared,
@@ -133,16 +125,8 @@ impl Worker {
             }
             call.finish()
         };
-        let sent = std::mem::replace(&mut encoder.sent, Sent::Nothing);
-        let chunk = std::mem::take(&mut encoder.chunk);
-        let unsent = (!answered.get()).then_some(encoder.mark);
-        self.streamed = answered.get();
-        drop(encoder);
-        self.upload = upload.as_mut().map(|u| {
-            let u = u.get();
-            let (used, past) = u.rest();
-            (u.state(), used, past.to_vec())
-        });
+        let finished = encoder.finish();
+        self.upload = upload.as_mut().map(|u| u.get().outcome(answered.get()));
         if let Ended::Lost { bulkhead } = record.end() {
             return Answer::Lost { bulkhead };
         }
@@ -154,14 +138,14 @@ impl Worker {
             Some(Declined::Gone) => return Answer::Gone,
             None => {}
         }
-        match sent {
-            Sent::Nothing => {}
-            Sent::Whole { close } => return Answer::Sent { close },
-            Sent::File { run, close } => {
+        match finished {
+            Finished::Nothing => {}
+            Finished::Sent { close } => return Answer::Sent { close },
+            Finished::File { run, close } => {
                 self.file = Some(run);
                 return Answer::Sent { close };
             }
-            Sent::Stream { close, body } => return self.end_stream(body, &chunk, close, unsent),
+            Finished::Cut => return Answer::Gone,
         }
         // The request was read whole, so the connection can go on after the 500.
         let closing = !head.keep_alive || draining();
@@ -175,44 +159,6 @@ impl Worker {
             date,
         );
         Answer::Sent { close: closing }
-    }
-
-    /// Ends a streamed body after its handler returned.
-    /// `chunk`: data of a chunked body not yet framed; `unsent`: where the response starts in the
-    /// output when nothing of it was sent yet.
-    fn end_stream(
-        &mut self,
-        body: Streamed,
-        chunk: &[u8],
-        close: bool,
-        unsent: Option<usize>,
-    ) -> Answer {
-        match body {
-            Streamed::Chunked => {
-                if !chunk.is_empty() {
-                    chunk_size(&mut self.out, chunk.len());
-                    self.out.extend_from_slice(chunk);
-                    self.out.extend_from_slice(CHUNK_END);
-                }
-                self.out.extend_from_slice(LAST_CHUNK);
-                Answer::Sent { close }
-            }
-            Streamed::Sized(0) | Streamed::NoBody => Answer::Sent { close },
-            Streamed::UntilClose => Answer::Sent { close: true },
-            Streamed::Sized(owed) => {
-                // What was written goes out; the close tells the client the body is short.
-                tracing::warn!(
-                    owed,
-                    "a streamed body was shorter than its declared length; closing"
-                );
-                Answer::Gone
-            }
-            Streamed::Broken => {
-                // Answers to earlier pipelined requests still go out; this one cannot.
-                self.out.truncate(unsent.unwrap_or(0));
-                Answer::Gone
-            }
-        }
     }
 
     /// Answers `503` with `Retry-After` without calling the handler; `why` is a line.

@@ -4,7 +4,7 @@
 
 use plugin_api::Header;
 
-use super::upload::{Spec, State};
+use super::upload::{Outcome, Spec, State};
 use super::{Answer, OUT_HIGH_WATER, Step, Worker};
 use crate::Limits;
 use crate::conn::{Conn, InBuf, Reading};
@@ -101,9 +101,8 @@ impl Worker {
                 let step = self.stream_body(shared, limits, conn, &head, &headers, prefix, max);
                 self.headers = reuse(&mut headers);
                 match step {
-                    Ok(used) => {
+                    Ok((used, past)) => {
                         buf.start += used;
-                        let past = std::mem::take(&mut self.past);
                         if !past.is_empty() {
                             // Read past the body into the upload's buffer: the next request's
                             // first bytes, after whatever of the input is left (none: the body
@@ -195,8 +194,8 @@ impl Worker {
     }
 
     /// Calls the handler of a request whose body it reads as it arrives (`upload.rs`). `Ok`: the
-    /// bytes of the input the request took, head and body, and the connection goes on; `Err`:
-    /// what the turn does instead.
+    /// bytes of the input the request took, head and body, and the bytes read past the body
+    /// (the next request's start), and the connection goes on; `Err`: what the turn does instead.
     #[allow(clippy::too_many_arguments)]
     fn stream_body(
         &mut self,
@@ -207,7 +206,7 @@ impl Worker {
         headers: &[Header<'_>],
         prefix: &[u8],
         max: u64,
-    ) -> Result<usize, Step> {
+    ) -> Result<(usize, Vec<u8>), Step> {
         // Sent on an earlier turn, when the body was to be buffered (the limits changed since).
         let sent = matches!(
             conn.reading,
@@ -228,26 +227,30 @@ impl Worker {
         };
         let now = shared.clock.now();
         let answer = self.respond(shared, limits, conn, head, headers, &[], now, Some(spec));
-        let (state, used, past) = self
-            .upload
-            .take()
-            .unwrap_or((State::Reading, 0, Vec::new()));
+        let outcome = self.upload.take();
         let close = match answer {
             Answer::Sent { close } => close,
             other => return Err(unsent(other)),
         };
+        // No outcome: the request was answered without running (a 503), its body unread.
+        let Some(Outcome {
+            state,
+            used,
+            past,
+            answered,
+        }) = outcome
+        else {
+            return Err(Step::Close { linger: true });
+        };
         match state {
             State::Done => match self.finish_request(conn, close) {
                 Some(step) => Err(step),
-                None => {
-                    self.past = past;
-                    Ok(head.len + used)
-                }
+                None => Ok((head.len + used, past)),
             },
             // The handler answered without reading all of the body: the rest is dropped while
             // the connection closes.
             State::Reading => Err(Step::Close { linger: true }),
-            State::Failed(reject) if !self.streamed => {
+            State::Failed(reject) if !answered => {
                 self.out.clear();
                 self.file = None;
                 Err(self.reject(conn, reject))

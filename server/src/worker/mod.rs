@@ -63,13 +63,8 @@ pub(crate) struct Worker {
     want: usize,
     /// The file body of the last response encoded, sent once `out` is written.
     file: Option<FileRun>,
-    /// The last call sent some of its answer itself (a stream).
-    streamed: bool,
-    /// How the last call's streamed request body ended, how much of the input's prefix it used,
-    /// and what it read past its end.
-    upload: Option<(upload::State, usize, Vec<u8>)>,
-    /// Bytes a streamed `chunked` body read past its end: the start of the next request.
-    past: Vec<u8>,
+    /// How the last call's streamed request body ended.
+    upload: Option<upload::Outcome>,
 }
 
 /// What to do with a connection after a turn.
@@ -123,9 +118,7 @@ impl Worker {
             date: DateCache::new(),
             want: 0,
             file: None,
-            streamed: false,
             upload: None,
-            past: Vec::new(),
         }
     }
 

@@ -4,54 +4,87 @@
 //! its call runs, framed by `Content-Length`, `chunked`, or the connection's close, and the
 //! handler's thread waits (bounded by the write timeout) while the socket is full.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mio::net::TcpStream;
 use plugin_api::{ResponseView, Version};
 
 use super::io::{Wait, push_blocking};
-use crate::http::encode::{CHUNK_END, Delimit, bodyless, chunk_size, encode, encode_head, persist};
+use crate::http::encode::{
+    CHUNK_END, Delimit, LAST_CHUNK, bodyless, chunk_size, encode, encode_head, persist,
+};
+use crate::http::parse::Head;
 use crate::limits::Pace;
 use crate::reply::{Content, FileRun, Reply};
 use crate::running::Record;
+use crate::shared::Shared;
 
 /// Streamed bytes held before they are sent, unless the handler flushes first.
 const STREAM_BUF: usize = 64 * 1024;
 
 /// Encodes one call's answer; see the module doc.
 pub(super) struct Encoder<'w> {
-    pub out: &'w mut Vec<u8>,
-    pub date: &'w [u8],
+    out: &'w mut Vec<u8>,
+    date: &'w [u8],
     /// The request was `HEAD`: headers only.
-    pub head_only: bool,
-    pub version: Version,
+    head_only: bool,
+    version: Version,
     /// The request allows the connection to persist.
-    pub keep_alive: bool,
+    keep_alive: bool,
     /// Read when the head is encoded: shutdown may begin while the handler runs.
-    pub draining: &'w AtomicBool,
+    draining: &'w AtomicBool,
     /// The client's socket, for a stream's writes.
-    pub socket: &'w TcpStream,
+    socket: &'w TcpStream,
     /// For the watchdog: a stream that makes progress is not hung, and its client has a head.
-    pub record: &'w Record,
-    pub clock: &'w crate::clock::Clock,
+    record: &'w Record,
+    clock: &'w crate::clock::Clock,
     /// The write timeout and minimum data rate a stream's writes wait by.
-    pub limits: &'w crate::Limits,
+    limits: &'w crate::Limits,
     /// What was answered.
-    pub sent: Sent,
+    sent: Sent,
     /// A chunked stream's data not yet framed: writes gather here until a flush or
     /// [`STREAM_BUF`].
-    pub chunk: Vec<u8>,
+    chunk: Vec<u8>,
     /// Where this response starts in `out`: what is before it answers earlier requests.
-    pub mark: usize,
+    mark: usize,
     /// Set once some of `out` went to the socket during the call (shared with a streamed
     /// request body, which may then no longer send `100 Continue`).
-    pub pushed: &'w std::cell::Cell<bool>,
+    pushed: &'w Cell<bool>,
     /// The client's pace, for the minimum data rate.
-    pub pace: Pace,
+    pace: Pace,
+}
+
+/// What the server and the request tell an [`Encoder`].
+pub(super) struct Setting<'w> {
+    pub date: &'w [u8],
+    pub head: &'w Head<'w>,
+    pub socket: &'w TcpStream,
+    pub record: &'w Record,
+    pub shared: &'w Shared,
+    pub limits: &'w crate::Limits,
+    /// Set once some of the answer went to the socket.
+    pub pushed: &'w Cell<bool>,
+}
+
+/// What a call answered, once it ended.
+pub(super) enum Finished {
+    Nothing,
+    /// Encoded in the output.
+    Sent {
+        close: bool,
+    },
+    /// The head is in the output; the file follows it.
+    File {
+        run: FileRun,
+        close: bool,
+    },
+    /// A streamed body was cut short: the connection ends (earlier answers still go out).
+    Cut,
 }
 
 /// What an [`Encoder`] was given.
-pub(super) enum Sent {
+enum Sent {
     Nothing,
     /// Encoded whole in the output.
     Whole {
@@ -70,7 +103,7 @@ pub(super) enum Sent {
 }
 
 /// How far a streamed body got.
-pub(super) enum Streamed {
+enum Streamed {
     Chunked,
     /// `Content-Length`: bytes still owed.
     Sized(u64),
@@ -157,10 +190,7 @@ impl Reply for Encoder<'_> {
             chunk_size(self.out, self.chunk.len() + len);
             self.out.append(&mut self.chunk);
         }
-        let out = std::mem::take(self.out);
-        let sent = self.push(&out) && self.push(bytes);
-        *self.out = out;
-        self.out.clear();
+        let sent = self.send_out() && self.push(bytes);
         if chunked {
             self.out.extend_from_slice(CHUNK_END);
         }
@@ -171,23 +201,15 @@ impl Reply for Encoder<'_> {
         if self.draining.load(Ordering::Acquire) {
             self.abort();
         }
-        let Sent::Stream { body, .. } = &self.sent else {
-            return false;
-        };
-        match body {
-            Streamed::NoBody | Streamed::Broken => return false,
-            Streamed::Chunked if !self.chunk.is_empty() => {
-                chunk_size(self.out, self.chunk.len());
-                self.out.append(&mut self.chunk);
-                self.out.extend_from_slice(CHUNK_END);
-            }
-            Streamed::Chunked | Streamed::Sized(_) | Streamed::UntilClose => {}
+        match &self.sent {
+            Sent::Stream {
+                body: Streamed::Chunked | Streamed::Sized(_) | Streamed::UntilClose,
+                ..
+            } => {}
+            _ => return false,
         }
-        let out = std::mem::take(self.out);
-        let sent = self.push(&out);
-        *self.out = out;
-        self.out.clear();
-        sent
+        self.frame_chunk();
+        self.send_out()
     }
 
     fn abort(&mut self) {
@@ -200,7 +222,79 @@ impl Reply for Encoder<'_> {
     }
 }
 
-impl Encoder<'_> {
+impl<'w> Encoder<'w> {
+    /// An encoder that appends to `out` (which may hold answers to earlier requests).
+    pub fn new(out: &'w mut Vec<u8>, set: Setting<'w>) -> Encoder<'w> {
+        Encoder {
+            out,
+            date: set.date,
+            head_only: set.head.method == "HEAD",
+            version: set.head.version,
+            keep_alive: set.head.keep_alive,
+            draining: &set.shared.draining,
+            socket: set.socket,
+            record: set.record,
+            clock: &set.shared.clock,
+            limits: set.limits,
+            sent: Sent::Nothing,
+            chunk: Vec::new(),
+            mark: 0,
+            pushed: set.pushed,
+            pace: Pace::default(),
+        }
+    }
+
+    /// What the call answered, once it ended; a streamed body is ended here (its last chunk),
+    /// or, cut short, taken back out of the output if none of it went.
+    pub fn finish(mut self) -> Finished {
+        match std::mem::replace(&mut self.sent, Sent::Nothing) {
+            Sent::Nothing => Finished::Nothing,
+            Sent::Whole { close } => Finished::Sent { close },
+            Sent::File { run, close } => Finished::File { run, close },
+            Sent::Stream { close, body } => match body {
+                Streamed::Chunked => {
+                    self.frame_chunk();
+                    self.out.extend_from_slice(LAST_CHUNK);
+                    Finished::Sent { close }
+                }
+                Streamed::Sized(0) | Streamed::NoBody => Finished::Sent { close },
+                Streamed::UntilClose => Finished::Sent { close: true },
+                Streamed::Sized(owed) => {
+                    // What was written goes out; the close tells the client the body is short.
+                    tracing::warn!(
+                        owed,
+                        "a streamed body was shorter than its declared length; closing"
+                    );
+                    Finished::Cut
+                }
+                Streamed::Broken => {
+                    // Answers to earlier pipelined requests still go out; this one cannot.
+                    let keep = if self.pushed.get() { 0 } else { self.mark };
+                    self.out.truncate(keep);
+                    Finished::Cut
+                }
+            },
+        }
+    }
+
+    /// Frames the chunk data gathered so far into the output.
+    fn frame_chunk(&mut self) {
+        if !self.chunk.is_empty() {
+            chunk_size(self.out, self.chunk.len());
+            self.out.append(&mut self.chunk);
+            self.out.extend_from_slice(CHUNK_END);
+        }
+    }
+
+    /// Sends all of the output, which is empty afterwards.
+    fn send_out(&mut self) -> bool {
+        let out = std::mem::take(self.out);
+        let sent = self.push(&out);
+        *self.out = out;
+        self.out.clear();
+        sent
+    }
+
     /// Encodes the status line and headers of a body delimited by `delimit`.
     fn head(&mut self, view: &ResponseView<'_>, delimit: Delimit, close: bool) {
         let persist = persist(self.version, close);

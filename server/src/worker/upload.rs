@@ -85,6 +85,17 @@ pub(super) struct Spec<'b> {
     pub max: u64,
 }
 
+/// How a streamed body ended, for the turn after its call.
+pub(super) struct Outcome {
+    pub state: State,
+    /// Bytes of the input's prefix the body used.
+    pub used: usize,
+    /// Bytes read past the body's end: the start of the next request.
+    pub past: Vec<u8>,
+    /// Some of the answer went out during the call: no error status may follow it.
+    pub answered: bool,
+}
+
 /// Where the body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum State {
@@ -131,16 +142,11 @@ impl<'w> Upload<'w> {
         }
     }
 
-    /// Where the body is now.
-    pub fn state(&self) -> State {
-        self.state
-    }
-
-    /// Where the next request starts once the body is done: after this many bytes of the
-    /// prefix, followed by the returned bytes the upload read past the body's end (a `chunked`
-    /// body read through its own buffer).
-    pub fn rest(&self) -> (usize, &[u8]) {
-        match &self.decode {
+    /// How the body ended; `answered`: some of the answer went out during the call.
+    pub fn outcome(&self, answered: bool) -> Outcome {
+        // Where the next request starts: after `used` bytes of the prefix, then what the upload
+        // read past the body's end into its own buffer (a `chunked` body).
+        let (used, past): (usize, &[u8]) = match &self.decode {
             Decode::Length { .. } => (self.used, &[]),
             Decode::Chunked { buf, raw, end, .. } => {
                 let past = &buf[*raw..*end];
@@ -151,6 +157,12 @@ impl<'w> Upload<'w> {
                     (self.used, past)
                 }
             }
+        };
+        Outcome {
+            state: self.state,
+            used,
+            past: past.to_vec(),
+            answered,
         }
     }
 
