@@ -131,6 +131,21 @@ impl Queue {
         wake.run();
     }
 
+    /// Worker: puts back the connection it just drove, which had its share and has more to do,
+    /// behind the others. The caller pops next, so a sleeper is woken only if others wait too:
+    /// then the caller takes the first of them, and the woken worker this one.
+    pub fn requeue(&self, slot: Arc<Slot>) {
+        let mut wake = Wake::default();
+        {
+            let mut inner = self.lock();
+            inner.items.push_back(slot);
+            if inner.items.len() > 1 {
+                inner.take_sleepers(1, &mut wake);
+            }
+        }
+        wake.run();
+    }
+
     /// The next connection, blocking while there is none; `None` after [`stop`](Self::stop).
     pub fn pop(&self) -> Option<Arc<Slot>> {
         let mut inner = self.lock();
@@ -229,5 +244,27 @@ impl Queue {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::Conn;
+
+    fn slot(token: usize) -> Arc<Slot> {
+        let conn = Conn::closed(token, "127.0.0.1:1".parse().unwrap());
+        Arc::new(Slot::new(token, conn, 0))
+    }
+
+    #[test]
+    fn a_requeued_connection_goes_behind_those_waiting() {
+        let queue = Queue::new(1);
+        queue.push_batch(&mut vec![slot(1), slot(2)], 10, &mut Vec::new());
+        let first = queue.pop().unwrap();
+        queue.requeue(first);
+        queue.push_batch(&mut vec![slot(3)], 10, &mut Vec::new());
+        let order: Vec<usize> = (0..3).map(|_| queue.pop().unwrap().token).collect();
+        assert_eq!(order, [2, 1, 3]);
     }
 }

@@ -115,6 +115,13 @@ impl Slot {
         }
     }
 
+    /// Worker: it goes back to the work queue with requests still buffered (it keeps the slot
+    /// `BUSY` meanwhile, as a parked one does: readiness that comes now is seen by the next turn,
+    /// which reads until the socket is drained anyway). Those requests count from `now`.
+    pub fn requeue(&self, now: u64) {
+        self.queued_at.store(now, Ordering::Relaxed);
+    }
+
     /// Worker: the connection is closed for good.
     pub fn close(&self) {
         self.state.store(CLOSED, Ordering::Release);

@@ -5,7 +5,7 @@
 use plugin_api::Header;
 
 use super::upload::{Outcome, Spec, State};
-use super::{Answer, OUT_HIGH_WATER, Step, Worker};
+use super::{Answer, OUT_HIGH_WATER, Step, TURN_REQUESTS, Worker};
 use crate::Limits;
 use crate::conn::{Conn, InBuf, Reading};
 use crate::http::body::Chunked;
@@ -37,6 +37,9 @@ impl Worker {
             }
             if self.out.len() > OUT_HIGH_WATER || self.file.is_some() {
                 return Step::More;
+            }
+            if conn.answered - self.turn_began >= TURN_REQUESTS {
+                return Step::Yield;
             }
             if let Reading::Head { since: 0, scanned } = conn.reading {
                 conn.reading = Reading::Head {

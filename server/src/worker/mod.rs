@@ -41,6 +41,11 @@ const READ_BUF: usize = 16 * 1024;
 const SMALL_BUF: usize = 4 * 1024;
 /// Encoded output past which the worker writes before it answers more pipelined requests.
 const OUT_HIGH_WATER: usize = 256 * 1024;
+/// Requests one turn answers at most: a client with more pipelined goes back to the queue, behind
+/// the connections that wait, so it cannot keep a worker to itself. Twice the depth pipelining
+/// benchmarks use (16), so their batches are never split; at most a few ms of a fast handler's
+/// time, and a slow handler's share is bounded by its bulkhead besides.
+const TURN_REQUESTS: u64 = 32;
 /// How long a connection closed after an error keeps reading (and discarding) what the client still
 /// sends, so that the client sees the error response rather than a reset.
 const LINGER_MS: u64 = 2_000;
@@ -65,6 +70,8 @@ pub(crate) struct Worker {
     file: Option<FileRun>,
     /// How the last call's streamed request body ended.
     upload: Option<upload::Outcome>,
+    /// The connection's answered count when this turn began ([`TURN_REQUESTS`]).
+    turn_began: u64,
 }
 
 /// What to do with a connection after a turn.
@@ -78,6 +85,9 @@ enum Next {
     /// A handler ran past its deadline (in this bulkhead, by id) and the watchdog answered for
     /// it: drop the connection without a word.
     Lost { bulkhead: usize },
+    /// It had its share of this worker ([`TURN_REQUESTS`]) and has more to do: back to the end of
+    /// the queue.
+    Yield,
 }
 
 /// How processing the buffered requests ended.
@@ -93,6 +103,8 @@ enum Step {
     Park(Arc<Bulkhead>, u64),
     /// See [`Next::Lost`].
     Lost { bulkhead: usize },
+    /// The turn answered [`TURN_REQUESTS`] with requests still buffered: write, then requeue.
+    Yield,
 }
 
 /// How a request was answered.
@@ -119,6 +131,7 @@ impl Worker {
             want: 0,
             file: None,
             upload: None,
+            turn_began: 0,
         }
     }
 
@@ -178,6 +191,12 @@ impl Worker {
                             exit.2 = true;
                             break 'serving;
                         }
+                        break;
+                    }
+                    Next::Yield => {
+                        drop(conn);
+                        slot.requeue(shared.clock.now());
+                        shared.queue.requeue(Arc::clone(&slot));
                         break;
                     }
                 }
@@ -241,6 +260,7 @@ impl Worker {
         }
         // One clock read per turn for every response it encodes.
         self.date.refresh();
+        self.turn_began = conn.answered;
         let next = self.serve(shared, &limits, conn, &mut buf, [arrived, now], hup);
         self.stash(conn, buf);
         next
@@ -311,6 +331,7 @@ impl Worker {
             }
             match step {
                 Step::More => continue,
+                Step::Yield => return Next::Yield,
                 Step::Park(bulkhead, deadline) => return Next::Park(bulkhead, deadline),
                 _ => {}
             }

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod crashes;
 mod deadlines;
+mod fairness;
 mod fixtures;
 mod guide;
 mod hardening;
