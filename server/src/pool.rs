@@ -225,6 +225,11 @@ impl Queue {
         self.lock().items.len()
     }
 
+    /// Whether no connection waits now.
+    pub fn is_empty(&self) -> bool {
+        self.lock().items.is_empty()
+    }
+
     /// Whether [`stop`](Self::stop) was called.
     pub fn is_stopped(&self) -> bool {
         self.lock().stopped

@@ -39,7 +39,11 @@ impl Worker {
                 return Step::More;
             }
             if conn.answered - self.turn_began >= TURN_REQUESTS {
-                return Step::Yield;
+                if !shared.queue.is_empty() {
+                    return Step::Yield;
+                }
+                // No one waits for a worker: another share, without the cost of a requeue.
+                self.turn_began = conn.answered;
             }
             if let Reading::Head { since: 0, scanned } = conn.reading {
                 conn.reading = Reading::Head {

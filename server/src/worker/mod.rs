@@ -41,8 +41,8 @@ const READ_BUF: usize = 16 * 1024;
 const SMALL_BUF: usize = 4 * 1024;
 /// Encoded output past which the worker writes before it answers more pipelined requests.
 const OUT_HIGH_WATER: usize = 256 * 1024;
-/// Requests one turn answers at most: a client with more pipelined goes back to the queue, behind
-/// the connections that wait, so it cannot keep a worker to itself. Twice the depth pipelining
+/// Requests one turn answers at most while other connections wait for a worker: a client with more
+/// pipelined then goes back to the queue, behind them, so it cannot keep a worker to itself. Twice the depth pipelining
 /// benchmarks use (16), so their batches are never split; at most a few ms of a fast handler's
 /// time, and a slow handler's share is bounded by its bulkhead besides.
 const TURN_REQUESTS: u64 = 32;
