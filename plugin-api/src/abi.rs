@@ -199,11 +199,14 @@ pub struct ResponseSink {
 /// A response as the plugin hands it over: borrowed from the plugin for one callback.
 #[repr(C)]
 pub struct RawResponse {
-    /// The status code, 100 to 999.
+    /// The status code: a final one, 200 to 599. The host answers `500` (and logs why) for
+    /// anything else, informational statuses included (`100 Continue` is the host's to send).
     pub status: u16,
     /// Bit 0 ([`RawResponse::CLOSE`]): close the connection after this response.
     pub flags: u32,
-    /// Header lines, each `name: value\r\n`, in order. The host validates them again.
+    /// Header lines, each `name: value\r\n`, in order. The host checks these very bytes before
+    /// it sends them (a token name; a value of visible bytes, spaces and tabs, never CR, LF or
+    /// another control byte; no `Content-Length`, `Transfer-Encoding`, `Date` or `Connection`).
     pub headers: RawBytes,
     /// The body, when `body_kind` is [`RawResponse::BODY_BYTES`]; empty otherwise.
     pub body: RawBytes,

@@ -116,7 +116,7 @@ impl fmt::Debug for Response {
 /// host, from what a plugin handed over) must go through [`ResponseView::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseView<'a> {
-    /// The status code, 100 to 999.
+    /// The status code, 200 to 599.
     pub status: u16,
     /// Header lines, each `name: value\r\n`.
     pub head: &'a [u8],
@@ -131,11 +131,12 @@ impl<'a> ResponseView<'a> {
     /// without allocating.
     ///
     /// # Errors
-    /// The first problem found: a status outside 100–999, a line that is not `name: value\r\n`,
-    /// a name that is not a token, a value with CR, LF, NUL or another control byte, or a header the
-    /// server sets itself.
+    /// The first problem found: a status that is not a final one (200–599), a line that is not
+    /// `name: value\r\n`, a name that is not a token, a value with CR, LF, NUL or another control
+    /// byte, or a header the server sets itself. The bytes checked are the bytes sent: a value's
+    /// spaces and tabs around it are allowed (RFC 9110 §5.5), nothing else is trimmed away.
     pub fn check(status: u16, head: &'a [u8], body: &'a [u8], close: bool) -> Result<Self, Error> {
-        if !(100..=999).contains(&status) {
+        if !FINAL.contains(&status) {
             return Err(Error::InvalidStatus(status));
         }
         let mut rest = head;
@@ -151,7 +152,7 @@ impl<'a> ResponseView<'a> {
                 .iter()
                 .position(|&b| b == b':')
                 .ok_or(Error::MalformedHeaderLines)?;
-            let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
             check_field(name, value)?;
             if reserved(name) || (name.len() == 10 && name.eq_ignore_ascii_case(b"connection")) {
                 return Err(Error::ReservedHeader(String::from_utf8_lossy(name).into()));
@@ -220,9 +221,10 @@ impl ResponseBuilder {
         builder
     }
 
-    /// Sets the status code: three digits, 100 to 999 (RFC 9110 §15).
+    /// Sets the status code: a final one, 200 to 599 (RFC 9110 §15). Informational answers
+    /// (`100 Continue`) are the server's to send; a handler cannot switch protocols.
     pub fn status(mut self, status: u16) -> ResponseBuilder {
-        if !(100..=999).contains(&status) {
+        if !FINAL.contains(&status) {
             self.fail(Error::InvalidStatus(status));
         }
         self.response.status = status;
@@ -384,7 +386,7 @@ impl ResponseBuilder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// The status code is not three digits.
+    /// The status code is not a final one: 200 to 599.
     InvalidStatus(u16),
     /// A header name is empty or has a byte that is not a token character (RFC 9110 §5.1).
     InvalidHeaderName(String),
@@ -404,7 +406,9 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidStatus(s) => write!(f, "invalid status code {s}: must be 100 to 999"),
+            Error::InvalidStatus(s) => {
+                write!(f, "invalid status code {s}: a response's is 200 to 599")
+            }
             Error::InvalidHeaderName(n) => write!(f, "invalid header name {n:?}"),
             Error::InvalidHeaderValue { name } => write!(
                 f,
@@ -487,6 +491,19 @@ fn check_field(name: &[u8], value: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// The final statuses a handler may answer with.
+const FINAL: std::ops::RangeInclusive<u16> = 200..=599;
+
+/// A value without the optional whitespace around it (spaces and tabs, RFC 9110 §5.6.3).
+fn trim_ows(value: &[u8]) -> &[u8] {
+    let start = value.iter().position(|&b| b != b' ' && b != b'\t');
+    let end = value.iter().rposition(|&b| b != b' ' && b != b'\t');
+    match (start, end) {
+        (Some(start), Some(end)) => &value[start..=end],
+        _ => &[],
+    }
+}
+
 /// Headers the server writes itself.
 fn reserved(name: &[u8]) -> bool {
     match name.len() {
@@ -538,7 +555,7 @@ impl<'a> Iterator for HeaderLines<'a> {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             return Some(None);
         };
-        Some(Some((&line[..colon], line[colon + 1..].trim_ascii())))
+        Some(Some((&line[..colon], trim_ows(&line[colon + 1..]))))
     }
 }
 
@@ -638,5 +655,44 @@ mod tests {
         let connection = check(200, b"connection: close\r\n");
         assert!(matches!(connection, Err(Error::ReservedHeader(_))));
         assert_eq!(check(99, b""), Err(Error::InvalidStatus(99)));
+    }
+
+    #[test]
+    fn check_looks_at_the_bytes_that_are_sent() {
+        let check = |status, head: &'static [u8]| ResponseView::check(status, head, b"x", false);
+        // A line break at either end of a value was trimmed before it was checked, and went out
+        // as a bare LF: a second header, or the end of the head, for a lenient client.
+        for head in [
+            &b"x: \nContent-Length: 0\r\n"[..],
+            b"x: a\n\r\n",
+            b"x:\x0bvalue\r\n",
+            b"x: a \x0c\r\n",
+        ] {
+            assert!(
+                matches!(check(200, head), Err(Error::InvalidHeaderValue { .. })),
+                "{head:?}"
+            );
+        }
+        let spaced = check(200, b"x: \t a b \t\r\ny:\r\n").unwrap().to_owned();
+        let headers: Vec<_> = spaced.headers().collect();
+        assert_eq!(headers, [("x", &b"a b"[..]), ("y", &b""[..])]);
+    }
+
+    #[test]
+    fn only_final_statuses_are_answers() {
+        for status in [100, 101, 103, 199, 600, 999] {
+            assert_eq!(
+                ResponseView::check(status, b"", b"", false),
+                Err(Error::InvalidStatus(status))
+            );
+            assert_eq!(
+                ResponseBuilder::new(status).build().unwrap_err(),
+                Error::InvalidStatus(status)
+            );
+        }
+        for status in [200, 204, 304, 404, 599] {
+            assert!(ResponseView::check(status, b"", b"", false).is_ok());
+            assert!(ResponseBuilder::new(status).build().is_ok());
+        }
     }
 }
