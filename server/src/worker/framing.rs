@@ -38,7 +38,7 @@ impl Worker {
             if self.out.len() > OUT_HIGH_WATER || self.file.is_some() {
                 return Step::More;
             }
-            if conn.answered - self.turn_began >= TURN_REQUESTS {
+            if conn.answered.saturating_sub(self.turn_began) >= TURN_REQUESTS {
                 if !shared.queue.is_empty() {
                     return Step::Yield;
                 }

@@ -70,7 +70,8 @@ pub(crate) struct Worker {
     file: Option<FileRun>,
     /// How the last call's streamed request body ended.
     upload: Option<upload::Outcome>,
-    /// The connection's answered count when this turn began ([`TURN_REQUESTS`]).
+    /// The connection's answered count when this worker took it from the queue
+    /// ([`TURN_REQUESTS`]).
     turn_began: u64,
 }
 
@@ -144,6 +145,8 @@ impl Worker {
         'serving: while let Some(slot) = shared.queue.pop() {
             // Requests already there when the loop queued it were received then.
             let mut arrived = slot.begin();
+            // The share counts from here, however many times readiness makes it drive again.
+            self.turn_began = slot.conn().answered;
             loop {
                 let mut conn = slot.conn();
                 let hup = slot.hung_up();
@@ -168,8 +171,15 @@ impl Worker {
                         break;
                     }
                     Next::Idle(deadline) => {
+                        let used = conn.answered.saturating_sub(self.turn_began) >= TURN_REQUESTS;
                         drop(conn);
                         if slot.release(deadline) {
+                            break;
+                        }
+                        // Readiness came meanwhile: more to do. After its share, while others
+                        // wait, in its turn (the next turn reads until the socket is drained).
+                        if used && !shared.queue.is_empty() {
+                            self.requeue(&slot);
                             break;
                         }
                     }
@@ -195,13 +205,18 @@ impl Worker {
                     }
                     Next::Yield => {
                         drop(conn);
-                        slot.requeue(shared.clock.now());
-                        shared.queue.requeue(Arc::clone(&slot));
+                        self.requeue(&slot);
                         break;
                     }
                 }
             }
         }
+    }
+
+    /// Puts a connection this worker owns at the back of the queue (see [`TURN_REQUESTS`]).
+    fn requeue(&self, slot: &Arc<Slot>) {
+        slot.requeue(self.shared.clock.now());
+        self.shared.queue.requeue(Arc::clone(slot));
     }
 
     /// Parks a connection in a full bulkhead's queue; `false` when the queue is full too, and the
@@ -260,7 +275,6 @@ impl Worker {
         }
         // One clock read per turn for every response it encodes.
         self.date.refresh();
-        self.turn_began = conn.answered;
         let next = self.serve(shared, &limits, conn, &mut buf, [arrived, now], hup);
         self.stash(conn, buf);
         next
