@@ -194,6 +194,15 @@ impl HostProcess {
     /// Like [`spawn`](Self::spawn), run through a wrapper command, such as
     /// `["prlimit", "--nofile=64"]`.
     pub fn spawn_wrapped(dir: &Path, args: &[&str], wrapper: &[&str]) -> HostProcess {
+        Self::launch(dir, args, wrapper, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn), with these environment variables set too.
+    pub fn spawn_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> HostProcess {
+        Self::launch(dir, args, &[], env)
+    }
+
+    fn launch(dir: &Path, args: &[&str], wrapper: &[&str], env: &[(&str, &Path)]) -> HostProcess {
         let binary = artifact("mini-async-http");
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
@@ -217,6 +226,7 @@ impl HostProcess {
             })
             .args(args)
             .env("RUST_LOG", "info,mini_async_http=debug")
+            .envs(env.iter().copied())
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,8 +1,8 @@
 //! Loading one plugin file into a [`Generation`]: shadow copy, `dlopen`, checks, init.
 //!
 //! The file in the plugins folder is never mapped. It is read once, hashed, and written to a
-//! private shadow file with a name no other load ever used; that copy is what `dlopen` sees, and it
-//! is unlinked as soon as it is mapped. This sidesteps the two classic traps of Rust plugin hosts:
+//! private shadow copy (`shadow.rs`) at a path no other load ever used; that copy is what `dlopen`
+//! sees, and it is removed as soon as it is mapped. This sidesteps the two classic traps of Rust plugin hosts:
 //! glibc's `dlopen` returning the library it already loaded for a path it has seen (so a rebuilt
 //! plugin would silently not load), and `SIGBUS` when a mapped `.so` is overwritten in place.
 //!
@@ -12,7 +12,6 @@
 use std::ffi::c_void;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libloading::Library;
@@ -24,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::bulkhead::Call;
 use crate::plugin::LoadError;
+use crate::plugin::shadow::Shadow;
 use crate::worker::internal_error;
 use crate::{crash, reply};
 
@@ -103,12 +103,10 @@ impl PluginFile {
     }
 }
 
-/// Gives every shadow copy a name never used before in this process.
-static SHADOW_SERIAL: AtomicU64 = AtomicU64::new(0);
-
 impl Generation {
     /// Loads `file` as generation `number` of plugin `name`, initialised with `settings` (TOML) and
-    /// handed `state` from the previous generation, if any.
+    /// handed `state` from the previous generation, if any. Its shadow copy is made under
+    /// `shadow_parent` (the system's temporary directory).
     ///
     /// # Errors
     /// Every reason a file is refused: not an ELF shared library, `dlopen` failure, no declaration,
@@ -118,14 +116,11 @@ impl Generation {
         name: &str,
         number: u64,
         settings: &str,
-        shadow_dir: &Path,
+        shadow_parent: &Path,
     ) -> Result<Generation, LoadError> {
         let started = Instant::now();
         check_elf(&file.bytes)?;
-        let serial = SHADOW_SERIAL.fetch_add(1, Ordering::Relaxed);
-        let shadow = shadow_dir.join(format!("{name}-{}-{serial}.so", &file.sha256[..16]));
-        std::fs::write(&shadow, &file.bytes)
-            .map_err(|e| LoadError::Shadow(format!("{}: {e}", shadow.display())))?;
+        let shadow = Shadow::write(shadow_parent, name, &file.bytes).map_err(LoadError::Shadow)?;
         let file_name = file.path.file_name().unwrap_or_default().to_string_lossy();
         let tag: &'static GenerationTag = Box::leak(Box::new(GenerationTag {
             plugin: name.to_owned(),
@@ -137,9 +132,9 @@ impl Generation {
         let busy = crash::enter(&tag.crash, &[b"load"]);
         // SAFETY: loading a library runs its initialisers; we trust the plugin (the operator put it
         // in the plugins folder). The shadow path is fresh, so glibc maps this very file.
-        let opened = unsafe { Library::new(&shadow) };
-        // Mapped (or failed): the name is no longer needed, and nothing is left behind on a crash.
-        let _ = std::fs::remove_file(&shadow);
+        let opened = unsafe { Library::new(shadow.path()) };
+        // Mapped (or failed): the copy is no longer needed, and nothing is left behind on a crash.
+        drop(shadow);
         let library = opened.map_err(|e| LoadError::Dlopen(e.to_string()))?;
 
         // SAFETY: the symbol is a `static Declaration` in plugins built with `export_plugin!`; for

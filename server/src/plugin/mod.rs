@@ -4,6 +4,7 @@
 //! - `loader.rs`: one file → one [`Generation`] (shadow copy, `dlopen`, checks, init).
 //! - `registry.rs`: the [`Registry`] of mounted plugins and their routes; it is the
 //!   [`Handler`](crate::Handler) the host serves with.
+//! - `shadow.rs`: the private, short-lived copy a plugin file is loaded from.
 //! - `reaper.rs`: where generations no longer served are torn down, off the registry's lock and
 //!   off the requests' path.
 //! - `watch.rs`: the folder watcher that reports changed plugin files and configuration.
@@ -13,6 +14,7 @@
 mod loader;
 mod reaper;
 mod registry;
+mod shadow;
 mod watch;
 
 pub use loader::{Generation, PluginFile};

@@ -64,8 +64,9 @@ pub struct RouteSpec {
 pub struct Registry {
     /// The plugins folder.
     dir: PathBuf,
-    /// Where shadow copies are written before `dlopen` (and unlinked right after).
-    shadow_dir: PathBuf,
+    /// Where each load makes the private directory of its shadow copy (`shadow.rs`): the
+    /// system's temporary directory.
+    shadow_parent: PathBuf,
     /// Everything that changes on load, reload, unload or reconfiguration.
     inner: Mutex<Inner>,
     /// The routes, rebuilt after every change; read by every request.
@@ -209,21 +210,15 @@ impl Registry {
     /// An empty registry for the plugins in `dir`, with per-plugin settings and extra routes.
     ///
     /// # Errors
-    /// The shadow directory cannot be created, or the reaper's thread started.
+    /// The reaper's thread cannot be started.
     pub fn new(
         dir: &Path,
         settings: BTreeMap<String, String>,
         routes: Vec<RouteSpec>,
     ) -> std::io::Result<Registry> {
-        let shadow_dir = std::env::temp_dir().join(format!(
-            "mini-async-http-{}-{}",
-            std::process::id(),
-            SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&shadow_dir)?;
         let registry = Registry {
             dir: std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned()),
-            shadow_dir,
+            shadow_parent: std::env::temp_dir(),
             inner: Mutex::new(Inner {
                 mounts: BTreeMap::new(),
                 settings,
@@ -379,7 +374,7 @@ impl Registry {
             }
             (settings, number, Arc::clone(&entry.mount))
         };
-        let loaded = Generation::load(&file, name, number, &settings, &self.shadow_dir);
+        let loaded = Generation::load(&file, name, number, &settings, &self.shadow_parent);
         // The old generation serves until the swap; its state is taken as late as possible, so
         // that what it changes meanwhile (a count, a key) is not lost to the new one.
         let old = mount.current.load_full();
@@ -702,15 +697,6 @@ fn access_line(
         took.as_secs_f64(),
     );
 }
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.shadow_dir);
-    }
-}
-
-/// Distinguishes the shadow folders of registries in one process.
-static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The plugin name a file stands for: `libNAME.so` or `NAME.so` → `NAME`; `None` for other files.
 pub fn plugin_name(path: &Path) -> Option<&str> {

@@ -118,3 +118,39 @@ fn the_access_log_has_a_line_per_request() {
     let line = host.wait_for_log("\"GET /nowhere?x=1 HTTP/1.1\" 404 ", wait);
     assert!(line.ends_with(" - -"), "{line}");
 }
+
+#[test]
+fn shadow_copies_leave_nothing_on_disk_even_after_sigkill() {
+    // The host's temporary directory is this test's own, so everything in it is the host's.
+    let dir = HostProcess::prepare(&["libhello.so", "libcounter.so"], "");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let host = HostProcess::spawn_with_env(&dir, &[], &[("TMPDIR", &tmp)]).ready();
+    let listing = || -> Vec<String> {
+        std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(host.connect().get("/hello").text(), "Hello");
+    assert_eq!(listing(), Vec::<String>::new(), "while serving");
+    // SIGKILL for the server process: no exit path runs. The supervisor starts another, which
+    // loads every plugin again.
+    let child = host
+        .pids()
+        .into_iter()
+        .find(|&p| p != host.pid())
+        .expect("a server process");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &child.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    host.wait_for_nth_log(") serving", 2, std::time::Duration::from_secs(20));
+    assert_eq!(host.connect().get("/hello").text(), "Hello");
+    assert_eq!(
+        listing(),
+        Vec::<String>::new(),
+        "after SIGKILL and a restart"
+    );
+}
