@@ -146,5 +146,6 @@ pub mod __private {
     pub use crate::body::send;
     pub use crate::log::write as log;
     pub use crate::plugin::{declaration, panic_message};
+    pub use crate::response::is_tchar;
     pub use crate::settings::{describe as describe_toml_error, line_of};
 }

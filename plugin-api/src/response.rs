@@ -514,8 +514,8 @@ fn reserved(name: &[u8]) -> bool {
     }
 }
 
-/// `tchar` of RFC 9110 §5.6.2.
-fn is_tchar(b: u8) -> bool {
+/// `tchar` of RFC 9110 §5.6.2 (the host checks request tokens with it too).
+pub fn is_tchar(b: u8) -> bool {
     TCHAR[usize::from(b)]
 }
 

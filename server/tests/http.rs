@@ -339,6 +339,27 @@ fn refuses_bad_requests_with_the_right_status_and_closes() {
             413,
         ),
         (format!("GET / HTTP/2.0\r\n{h}\r\n"), 505),
+        // RFC 9112 §3.2: a Host that is not uri-host [":" port].
+        ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: a:b\r\n\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: user@a\r\n\r\n".into(), 400),
+        // §3.2.2: an absolute-form target names its authority; a Host naming another is refused.
+        ("GET http://a/ HTTP/1.1\r\nHost: b\r\n\r\n".into(), 400),
+        ("GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n".into(), 400),
+        // RFC 9110 §9.1: a method no server implements, before its request line is complete.
+        (format!("{} / HTTP/1.1\r\n{h}\r\n", "M".repeat(33)), 501),
+        ("M".repeat(40), 501),
+        // §7.1: whitespace in a chunk line only before an extension; extension names are tokens.
+        (
+            format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\n\r\n1 \r\na\r\n0\r\n\r\n"),
+            400,
+        ),
+        (
+            format!(
+                "POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\n\r\n1;a b\r\na\r\n0\r\n\r\n"
+            ),
+            400,
+        ),
     ];
     for (request, status) in cases {
         let mut c = server.connect();

@@ -37,10 +37,10 @@ enum State {
     /// Hex digits of a chunk size.
     #[default]
     Size,
-    /// Whitespace after the size, before an extension or the line end.
+    /// Whitespace after the size: an extension must follow (RFC 9112 §7.1, `BWS ";"`).
     SizeSpace,
-    /// A chunk extension, skipped (RFC 9112 §7.1.1).
-    Extension,
+    /// In the chunk extensions, checked and skipped (RFC 9112 §7.1.1).
+    Extension(Ext),
     /// The LF after a size line.
     SizeLf,
     /// Chunk data.
@@ -55,6 +55,58 @@ enum State {
     TrailerLf,
     /// The body is complete.
     Done,
+}
+
+/// Where a chunk line is in its extensions: `*( BWS ";" BWS name [ BWS "=" BWS value ] )`, a
+/// name a token, a value a token or a quoted string (RFC 9112 §7.1.1, RFC 9110 §5.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ext {
+    /// After `;`: whitespace, then a name.
+    BeforeName,
+    Name,
+    /// Whitespace after a name: `=` or `;` must follow.
+    AfterName,
+    /// After `=`: whitespace, then a value.
+    BeforeValue,
+    Token,
+    Quoted,
+    /// After a backslash in a quoted string.
+    Escaped,
+    /// After a value: whitespace, then `;` or the line's end (no whitespace before it).
+    AfterValue,
+    /// Whitespace after a value: `;` must follow.
+    Spaced,
+}
+
+impl Ext {
+    /// The state after byte `b`: `Some(None)` when the line ends (`b` is its CR), `None` when `b`
+    /// breaks the grammar.
+    fn step(self, b: u8) -> Option<Option<Ext>> {
+        let tchar = plugin_api::__private::is_tchar(b);
+        let ws = b == b' ' || b == b'\t';
+        let next = match (self, b) {
+            (Ext::BeforeName, _) if ws => Ext::BeforeName,
+            (Ext::BeforeName | Ext::Name, _) if tchar => Ext::Name,
+            (Ext::Name | Ext::Token | Ext::AfterValue, b'\r') => return Some(None),
+            (Ext::Name | Ext::AfterName, _) if ws => Ext::AfterName,
+            (Ext::Name | Ext::AfterName, b'=') => Ext::BeforeValue,
+            (Ext::Name | Ext::AfterName | Ext::Token | Ext::AfterValue | Ext::Spaced, b';') => {
+                Ext::BeforeName
+            }
+            (Ext::BeforeValue, _) if ws => Ext::BeforeValue,
+            (Ext::BeforeValue, b'"') => Ext::Quoted,
+            (Ext::BeforeValue | Ext::Token, _) if tchar => Ext::Token,
+            (Ext::Token | Ext::AfterValue | Ext::Spaced, _) if ws => Ext::Spaced,
+            (Ext::Quoted, b'"') => Ext::AfterValue,
+            (Ext::Quoted, b'\\') => Ext::Escaped,
+            // qdtext, and what a backslash may quote: HTAB, SP, visible bytes, obs-text.
+            (Ext::Quoted | Ext::Escaped, _) if b == b'\t' || (b >= 0x20 && b != 0x7f) => {
+                Ext::Quoted
+            }
+            _ => return None,
+        };
+        Some(Some(next))
+    }
 }
 
 impl Chunked {
@@ -138,10 +190,13 @@ impl Chunked {
             }
             (State::Size, _) if self.line == 1 => return Err(BAD),
             (State::Size | State::SizeSpace, b' ' | b'\t') => State::SizeSpace,
-            (State::Size | State::SizeSpace, b';') => State::Extension,
-            (State::Size | State::SizeSpace | State::Extension, b'\r') => State::SizeLf,
-            (State::Extension, b'\n') => return Err(BAD),
-            (State::Extension, _) if b >= 0x20 || b == b'\t' => State::Extension,
+            (State::Size | State::SizeSpace, b';') => State::Extension(Ext::BeforeName),
+            (State::Size, b'\r') => State::SizeLf,
+            (State::Extension(ext), _) => match ext.step(b) {
+                Some(Some(ext)) => State::Extension(ext),
+                Some(None) => State::SizeLf,
+                None => return Err(BAD),
+            },
             (State::SizeLf, b'\n') => {
                 self.line = 0;
                 let total = self.before + self.decoded as u64;
@@ -225,7 +280,7 @@ mod tests {
 
     #[test]
     fn accepts_hex_sizes_and_leading_zeros() {
-        let input = b"000a\r\n0123456789\r\nA \r\nabcdefghij\r\n00\r\n\r\n";
+        let input = b"000a\r\n0123456789\r\nA\r\nabcdefghij\r\n00\r\n\r\n";
         let (body, rest) = decode_in_steps(input, 3, 1000).unwrap();
         assert_eq!(body, b"0123456789abcdefghij");
         assert!(rest.is_empty());
@@ -244,10 +299,46 @@ mod tests {
             b"0\r\nX: 1\n\r\n",
             b"5;a\nb\r\nHello\r\n0\r\n\r\n",
             b"ffffffffffffffffff\r\n",
+            // RFC 9112 §7.1: whitespace only as BWS before an extension.
+            b"5 \r\nHello\r\n0\r\n\r\n",
+            b"5\t\r\nHello\r\n0\r\n\r\n",
+            b"5;a \r\nHello\r\n0\r\n\r\n",
+            b"5;a=b \r\nHello\r\n0\r\n\r\n",
+            b"5;a=\"b\" \r\nHello\r\n0\r\n\r\n",
+            // §7.1.1: names and values are tokens (values may be quoted strings).
+            b"5;\r\nHello\r\n0\r\n\r\n",
+            b"5;=b\r\nHello\r\n0\r\n\r\n",
+            b"5;a b\r\nHello\r\n0\r\n\r\n",
+            b"5;a=\r\nHello\r\n0\r\n\r\n",
+            b"5;a=b c\r\nHello\r\n0\r\n\r\n",
+            b"5;a=\"b\r\nHello\r\n0\r\n\r\n",
+            b"5;a=\"b\"c\r\nHello\r\n0\r\n\r\n",
+            b"5;a\x7f\r\nHello\r\n0\r\n\r\n",
+            b"5;a=\"\x01\"\r\nHello\r\n0\r\n\r\n",
         ];
         for input in bad {
             let err = decode_in_steps(input, input.len(), usize::MAX).unwrap_err();
             assert_eq!(err.status, 400, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn accepts_extensions_as_the_grammar_has_them() {
+        for line in [
+            &b"5;a"[..],
+            b"5 ;a",
+            b"5\t; a=b",
+            b"5;a = b;c",
+            b"5;a=\"b c\\\" d\";e=f",
+            b"5;a=\"\";b",
+            b"5;a=\"b\" ;c",
+            b"5;a ;b",
+        ] {
+            let mut input = line.to_vec();
+            input.extend_from_slice(b"\r\nHello\r\n0\r\n\r\n");
+            let (body, _) = decode_in_steps(&input, 1, 100)
+                .unwrap_or_else(|e| panic!("{:?}: {e:?}", String::from_utf8_lossy(line)));
+            assert_eq!(body, b"Hello");
         }
     }
 

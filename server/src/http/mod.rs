@@ -6,3 +6,4 @@
 pub(crate) mod body;
 pub(crate) mod encode;
 pub(crate) mod parse;
+pub(crate) mod target;

@@ -9,15 +9,20 @@
 //! # Framing, rule by rule
 //! Every refusal is answered with its status and the connection is closed after a lingering
 //! half-close (`worker/`). Tests: `ambiguous_framing_is_refused`, `malformed_heads_are_400`,
-//! `framing_by_length_and_chunked` here, `refuses_bad_framing` in `body.rs`, and
+//! `framing_by_length_and_chunked` here, the tests of `target.rs` (method, target, `Host`),
+//! `refuses_bad_framing` and `accepts_extensions_as_the_grammar_has_them` in `body.rs`, and
 //! `refuses_bad_requests_with_the_right_status_and_closes` in `server/tests/http.rs`.
 //!
 //! | RFC 9112 | rule | here |
 //! |---|---|---|
 //! | §2.2 | bare CR in a field | 400 (httparse) |
 //! | §3 | request line: one SP between parts | 400 (httparse) |
+//! | §3 | a method longer than 32 bytes (RFC 9110 §9.1: unrecognised) | 501, before the line ends |
 //! | §3.2 | HTTP/1.1 needs exactly one `Host` | 400 |
+//! | §3.2 | `Host` is `uri-host [":" port]` (RFC 3986 §3.2.2), or empty | others 400 |
 //! | §3.2 | targets: origin-, absolute-, asterisk-form (`OPTIONS` only) | others 400 |
+//! | §3.2.2 | absolute-form: `http`/`https`, a host, no userinfo (RFC 9110 §4.2) | others 400 |
+//! | §3.2.2 | absolute-form and a `Host` naming another authority | 400, not "ignore Host" |
 //! | §5.1 | whitespace between field name and colon | 400 |
 //! | §5.2 | obs-fold (line folding) in a request | 400 |
 //! | §6.1 | `Transfer-Encoding` in an HTTP/1.0 request is faulty framing | 400 |
@@ -30,7 +35,8 @@
 //! | §6.3 (7) | neither header: no body | length 0 |
 //! | §7.1 | chunk-size overflow (a numeral too large) | 400 |
 //! | §7.1, §2.2 | chunk lines end in CRLF; a bare LF is refused | 400 |
-//! | §7.1.1 | chunk extensions ignored, at most 4 KiB a line | longer 400 |
+//! | §7.1 | whitespace in a chunk line only as BWS before `;` | others 400 |
+//! | §7.1.1 | chunk extensions: token names, token or quoted values; ignored; 4 KiB a line | others 400 |
 //! | §7.1.2 | trailer fields read and dropped, at most 16 KiB | more 431 |
 //! | RFC 9110 §10.1.1 | `Expect` other than `100-continue` | 417 |
 
@@ -38,6 +44,7 @@ use std::mem::MaybeUninit;
 
 use plugin_api::{Header, Version, has_token};
 
+use super::target::{self, check_host, check_host_matches, check_method, check_target};
 use crate::Limits;
 
 /// A complete, checked request head, borrowed from the read buffer.
@@ -140,7 +147,8 @@ pub(crate) fn parse_head<'b>(
     } else {
         Version::Http11
     };
-    check_target(method, target)?;
+    check_method(method)?;
+    let authority = check_target(method, target)?;
 
     let mut fields = Fields::default();
     headers.clear();
@@ -159,6 +167,13 @@ pub(crate) fn parse_head<'b>(
     if fields.hosts > 1 {
         return Err(Reject::new(400, "more than one Host header"));
     }
+    if let Some(host) = fields.host {
+        // RFC 9112 §3.2: a Host with an invalid value MUST get 400.
+        check_host(host)?;
+        if let Some(authority) = authority {
+            check_host_matches(authority, host)?;
+        }
+    }
     let keep_alive = match version {
         Version::Http11 => !fields.close,
         Version::Http10 => fields.keep_alive && !fields.close,
@@ -176,7 +191,7 @@ pub(crate) fn parse_head<'b>(
 
 /// What the header fields said about framing and the connection.
 #[derive(Default)]
-struct Fields {
+struct Fields<'b> {
     /// The agreed `Content-Length`, once one was seen.
     length: Option<u64>,
     /// A `Content-Length` too large to represent.
@@ -184,6 +199,8 @@ struct Fields {
     /// `Transfer-Encoding` codings, in order.
     codings: Vec<TransferCoding>,
     hosts: usize,
+    /// The (first) `Host` value.
+    host: Option<&'b [u8]>,
     close: bool,
     keep_alive: bool,
     expect_continue: bool,
@@ -195,8 +212,8 @@ enum TransferCoding {
     Other,
 }
 
-impl Fields {
-    fn add(&mut self, name: &str, value: &[u8]) -> Result<(), Reject> {
+impl<'b> Fields<'b> {
+    fn add(&mut self, name: &str, value: &'b [u8]) -> Result<(), Reject> {
         if name.eq_ignore_ascii_case("content-length") {
             // RFC 9112 §6.3 (5): a list of identical valid values may be taken as one.
             for item in value.split(|&b| b == b',') {
@@ -232,6 +249,7 @@ impl Fields {
             }
         } else if name.eq_ignore_ascii_case("host") {
             self.hosts += 1;
+            self.host.get_or_insert(value);
         } else if name.eq_ignore_ascii_case("connection") {
             self.close |= has_token(value, "close");
             self.keep_alive |= has_token(value, "keep-alive");
@@ -280,25 +298,13 @@ impl Fields {
     }
 }
 
-/// RFC 9112 §3.2: origin-form, absolute-form, and asterisk-form for `OPTIONS` only.
-/// (Authority-form is for `CONNECT`, which this server does not proxy.)
-fn check_target(method: &str, target: &str) -> Result<(), Reject> {
-    let absolute = target
-        .get(..8)
-        .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
-        || target
-            .get(..7)
-            .is_some_and(|p| p.eq_ignore_ascii_case("http://"));
-    match target.as_bytes().first() {
-        Some(b'/') => Ok(()),
-        Some(b'*') if target == "*" && method == "OPTIONS" => Ok(()),
-        Some(_) if absolute => Ok(()),
-        _ => Err(Reject::new(400, "invalid request target")),
-    }
-}
-
 /// An incomplete head may still be refused: it is already too long to ever fit.
 pub(crate) fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), Reject> {
+    // A method longer than any this server implements: no need to wait for the rest.
+    let line = buf.trim_ascii_start();
+    if line.len() > target::MAX_METHOD && !line[..=target::MAX_METHOD].contains(&b' ') {
+        return Err(target::long_method());
+    }
     let line_end = buf.iter().position(|&b| b == b'\n');
     // Request line: method SP target SP version; allow generous room for method and version.
     let line_limit = limits.max_target_bytes + 64;
