@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")"
 seconds=${1:-600}
 shift || true
-targets=${*:-parse_head bodies config}
+targets=${*:-parse_head bodies config responses}
 for target in $targets; do
     echo "== $target: ${seconds} s"
     log="target/$target.log"
