@@ -116,9 +116,14 @@
 //! - **Write `unsafe`.** Nothing here needs it; plugin crates can `#![forbid(unsafe_code)]`.
 //!
 //! # Compatibility
-//! The host checks [`abi::MAGIC`] and [`abi::ABI_VERSION`] before anything else and refuses a
-//! plugin built against another ABI version, naming both versions. Rebuild plugins against the
-//! `plugin-api` the host was built with.
+//! The host checks [`abi::MAGIC`], [`abi::ABI_VERSION`] and the declaration's size before anything
+//! else and refuses a plugin built against another ABI version, naming both versions. Rebuild
+//! plugins against the `plugin-api` the host was built with. Within one ABI version, optional
+//! hooks may be appended to the declaration (the [ABI policy](abi#the-abi-policy)), so a plugin
+//! built against an earlier `plugin-api` of that version still loads.
+//!
+//! Build plugins with Rust's default `panic = "unwind"`: a plugin built with `panic = "abort"` is
+//! refused, because its first panic would abort the server instead of becoming a `500`.
 
 #![warn(missing_docs)]
 

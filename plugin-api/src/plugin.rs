@@ -61,10 +61,16 @@ pub struct NoConfig {}
 
 /// Builds the declaration for plugin type `P`. Used by [`export_plugin!`](crate::export_plugin).
 #[doc(hidden)]
-pub const fn declaration<P: Plugin>(name: &'static str, version: &'static str) -> Declaration {
+pub const fn declaration<P: Plugin>(
+    name: &'static str,
+    version: &'static str,
+    panic: u32,
+) -> Declaration {
     Declaration {
         magic: MAGIC,
         abi_version: ABI_VERSION,
+        size: std::mem::size_of::<Declaration>() as u32,
+        panic,
         name: RawBytes::new(name.as_bytes()),
         version: RawBytes::new(version.as_bytes()),
         on_init: on_init::<P>,
@@ -221,6 +227,12 @@ macro_rules! export_plugin {
             $crate::__private::declaration::<$plugin>(
                 env!("CARGO_CRATE_NAME"),
                 env!("CARGO_PKG_VERSION"),
+                // Expanded in the plugin's crate, so this is how the plugin itself was built.
+                if cfg!(panic = "unwind") {
+                    $crate::abi::PANIC_UNWIND
+                } else {
+                    $crate::abi::PANIC_ABORT
+                },
             );
     };
 }

@@ -8,52 +8,9 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::abi::{BodySource, Borrow, RawBytes};
+use crate::abi::{BodySource, RawBytes, RawPeer};
+pub use crate::abi::{Header, Request};
 use crate::body::BodyReader;
-
-/// One HTTP request, borrowed from the server's buffers for the duration of a handler call.
-///
-/// The body is complete and already decoded (a `chunked` body arrives de-chunked, its trailers
-/// dropped). Header names keep the case the client sent; look-ups ignore case.
-///
-/// ```
-/// use plugin_api::{Header, Request, RequestParts};
-///
-/// let headers = [Header::new("Host", b"example.com")];
-/// let request = Request::new(RequestParts {
-///     method: "GET",
-///     target: "/hello?name=ann",
-///     headers: &headers,
-///     ..RequestParts::default()
-/// });
-/// assert_eq!(request.path(), "/hello");
-/// assert_eq!(request.query(), Some("name=ann"));
-/// assert_eq!(request.header("host"), Some("example.com"));
-/// ```
-#[repr(C)]
-pub struct Request<'a> {
-    method: RawBytes,
-    target: RawBytes,
-    path: RawBytes,
-    query: RawBytes,
-    has_query: u8,
-    version: u8,
-    mount: RawBytes,
-    headers: *const Header<'a>,
-    headers_len: usize,
-    body: RawBytes,
-    peer: RawPeer,
-    /// Where the rest of the body is read from, when the host did not read it whole before the
-    /// call; null when `body` is all of it.
-    source: *const BodySource,
-    _borrow: Borrow<'a>,
-}
-
-// SAFETY: a `Request` is a set of shared borrows (`&'a str`, `&'a [u8]`, `&'a [Header]`), all of
-// which are `Send` and `Sync`; the raw pointers only erase their types for the C ABI.
-unsafe impl Send for Request<'_> {}
-// SAFETY: as above: nothing in a `Request` is ever written through.
-unsafe impl Sync for Request<'_> {}
 
 /// The pieces [`Request::new`] is built from. `target` is split into path and query for you.
 #[derive(Clone, Copy, Debug)]
@@ -252,20 +209,6 @@ impl fmt::Debug for Request<'_> {
     }
 }
 
-/// One header field: a name and a raw value, borrowed from the request.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Header<'a> {
-    name: RawBytes,
-    value: RawBytes,
-    _borrow: Borrow<'a>,
-}
-
-// SAFETY: a `Header` is a pair of shared borrows; see `Request`.
-unsafe impl Send for Header<'_> {}
-// SAFETY: as above.
-unsafe impl Sync for Header<'_> {}
-
 impl<'a> Header<'a> {
     /// A header from its name and value.
     pub const fn new(name: &'a str, value: &'a [u8]) -> Header<'a> {
@@ -318,18 +261,8 @@ impl fmt::Display for Version {
     }
 }
 
-/// A socket address in a C layout.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct RawPeer {
-    /// 0: none, 4: IPv4 (first 4 bytes of `ip`), 6: IPv6.
-    family: u8,
-    port: u16,
-    ip: [u8; 16],
-}
-
 impl RawPeer {
-    fn new(peer: Option<SocketAddr>) -> RawPeer {
+    pub(crate) fn new(peer: Option<SocketAddr>) -> RawPeer {
         let mut ip = [0; 16];
         let (family, port) = match peer {
             None => (0, 0),
@@ -345,7 +278,7 @@ impl RawPeer {
         RawPeer { family, port, ip }
     }
 
-    fn get(&self) -> Option<SocketAddr> {
+    pub(crate) fn get(&self) -> Option<SocketAddr> {
         let ip = match self.family {
             4 => IpAddr::V4(Ipv4Addr::new(
                 self.ip[0], self.ip[1], self.ip[2], self.ip[3],

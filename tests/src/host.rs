@@ -31,6 +31,7 @@ const PACKAGES: &[&str] = &[
     "chaos",
     "crash-init",
     "slow",
+    "old-shape",
 ];
 
 /// The workspace's root folder.
@@ -85,6 +86,41 @@ pub fn flip_variants() -> &'static (PathBuf, PathBuf) {
 /// makes it, before the default build that the other tests copy.
 pub fn chaos_rebuild() -> PathBuf {
     build().join("libchaos-b.so.bin")
+}
+
+/// The `hello` plugin built with `panic = "abort"` (the `plugin-abort` profile), once; returns a
+/// copy of its library named `libhello-abort.so.bin`.
+///
+/// # Panics
+/// If the build fails.
+pub fn abort_build() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let target = workspace_root().join("target").join("it");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(&cargo)
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "hello",
+                "--profile",
+                "plugin-abort",
+            ])
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build of hello (panic = abort) failed"
+        );
+        let out = target.join("plugin-abort");
+        let copy = out.join("libhello-abort.so.bin");
+        std::fs::copy(out.join("libhello.so"), &copy).expect("copy the build");
+        copy
+    })
 }
 
 /// Builds fixture `package` with `PACKAGE_VARIANT=variant` into `target/it`; returns a copy of its

@@ -8,4 +8,6 @@ mod client;
 mod host;
 
 pub use client::{Client, Reply, get};
-pub use host::{HostProcess, artifact, build, chaos_rebuild, flip_variants, workspace_root};
+pub use host::{
+    HostProcess, abort_build, artifact, build, chaos_rebuild, flip_variants, workspace_root,
+};

@@ -16,13 +16,12 @@ use std::time::{Duration, Instant};
 
 use libloading::Library;
 use plugin_api::Request;
-use plugin_api::abi::{
-    ABI_VERSION, BytesSink, DECLARATION_SYMBOL, Declaration, HostApi, MAGIC, RawBytes, Status,
-};
+use plugin_api::abi::{BytesSink, DECLARATION_SYMBOL, Declaration, HostApi, RawBytes, Status};
 use sha2::{Digest, Sha256};
 
 use crate::bulkhead::Call;
 use crate::plugin::LoadError;
+use crate::plugin::declaration::{self, Hooks};
 use crate::plugin::shadow::Shadow;
 use crate::worker::internal_error;
 use crate::{crash, reply};
@@ -46,8 +45,8 @@ pub struct Generation {
     pub load_time: Duration,
     /// The instance made by `on_init`, owned by the plugin.
     instance: *mut c_void,
-    /// Points into `library`'s image; valid until the library is closed.
-    decl: *const Declaration,
+    /// The plugin's functions, in `library`'s image; valid until the library is closed.
+    hooks: Hooks,
     /// The callbacks handed to `on_init`; the plugin may use them until `on_drop` returns.
     _host: Box<HostApi>,
     /// What the plugin's log lines and crash records are tagged with; `_host` points to it.
@@ -138,32 +137,16 @@ impl Generation {
         let library = opened.map_err(|e| LoadError::Dlopen(e.to_string()))?;
 
         // SAFETY: the symbol is a `static Declaration` in plugins built with `export_plugin!`; for
-        // anything else we only read the first 12 bytes (magic and version), which every ABI version
-        // keeps at the same offsets, before trusting the rest.
-        let decl: *const Declaration = unsafe {
+        // anything else `declaration::read` reads the first 12 bytes (magic and version), which
+        // every ABI version keeps at the same offsets, before trusting the rest, and then only the
+        // fields the declared size covers.
+        let declared = unsafe {
             match library.get::<*const Declaration>(DECLARATION_SYMBOL.as_bytes()) {
-                Ok(symbol) => *symbol,
+                Ok(symbol) => declaration::read(*symbol)?,
                 Err(_) => return Err(LoadError::NoDeclaration),
             }
         };
-        // SAFETY: as above: the symbol points at least to the magic and version fields.
-        let (magic, abi_version) = unsafe { ((*decl).magic, (*decl).abi_version) };
-        if magic != MAGIC {
-            return Err(LoadError::BadMagic(magic));
-        }
-        if abi_version != ABI_VERSION {
-            return Err(LoadError::AbiMismatch {
-                plugin: abi_version,
-                host: ABI_VERSION,
-            });
-        }
-        // SAFETY: magic and version match, so this is a declaration of our ABI, whose strings are
-        // `'static` UTF-8 in the image (the export macro writes them from `env!`).
-        let d = unsafe { &*decl };
-        // SAFETY: as above.
-        let (declared, version) = unsafe { (d.name.as_slice(), d.version.as_slice()) };
-        let declared = String::from_utf8_lossy(declared).into_owned();
-        let version = String::from_utf8_lossy(version).into_owned();
+        let (declared, version, hooks) = (declared.name, declared.version, declared.hooks);
         if declared != name {
             return Err(LoadError::NameMismatch { declared });
         }
@@ -179,7 +162,7 @@ impl Generation {
         // SAFETY: we trust the plugin; `host` lives in the generation until after `on_drop`,
         // `tag` forever, and `settings` and `sink` outlive the call.
         let status = unsafe {
-            (d.on_init)(
+            (hooks.on_init)(
                 &*host,
                 RawBytes::new(settings.as_bytes()),
                 &mut instance,
@@ -197,7 +180,7 @@ impl Generation {
             file: file.path.clone(),
             load_time: Duration::ZERO,
             instance,
-            decl,
+            hooks,
             _host: host,
             tag,
             library: Some(library),
@@ -209,8 +192,7 @@ impl Generation {
     /// Hands this generation the state its predecessor saved; a refusal is logged and the
     /// generation serves with its fresh state.
     pub fn restore(&self, state: &[u8]) {
-        // SAFETY: `decl` points into the library `self` keeps loaded.
-        let Some(restore) = (unsafe { (*self.decl).on_restore }) else {
+        let Some(restore) = self.hooks.on_restore else {
             return;
         };
         let mut error = Vec::new();
@@ -240,9 +222,9 @@ impl Generation {
             &[request.method().as_bytes(), request.target().as_bytes()],
         );
         // SAFETY: we trust the plugin; the instance is live while `self` is, and `request` and
-        // `sink` (with the call it points to, unused meanwhile) outlive the call. `decl` points
+        // `sink` (with the call it points to, unused meanwhile) outlive the call. `hooks` point
         // into the library `self` keeps loaded.
-        let status = unsafe { ((*self.decl).on_handle)(self.instance, request, &sink) };
+        let status = unsafe { (self.hooks.on_handle)(self.instance, request, &sink) };
         drop(busy);
         let why = match (status, call.take_invalid(), call.answered()) {
             (_, Some(e), _) => format!("invalid response from the plugin: {e}"),
@@ -267,8 +249,7 @@ impl Generation {
 
     /// The instance's state for its successor, if it keeps any.
     pub fn save(&self) -> Option<Vec<u8>> {
-        // SAFETY: `decl` points into the library `self` keeps loaded.
-        let save = unsafe { (*self.decl).on_save }?;
+        let save = self.hooks.on_save?;
         let mut state = Vec::new();
         let sink = bytes_sink(&mut state);
         let _busy = crash::enter(&self.tag.crash, &[b"save"]);
@@ -283,7 +264,7 @@ impl Drop for Generation {
         let busy = crash::enter(&self.tag.crash, &[b"drop"]);
         // SAFETY: no request holds this generation any more (we are in its drop), so `on_drop` runs
         // after the last `on_handle`, once, on the instance `on_init` made.
-        unsafe { ((*self.decl).on_drop)(self.instance) };
+        unsafe { (self.hooks.on_drop)(self.instance) };
         // Close the library last. `dlclose` is best effort: glibc keeps the image mapped while
         // thread-local destructors it registered are pending; nothing calls into it either way.
         drop(self.library.take());

@@ -1,6 +1,7 @@
 //! Plugins: loading `.so` files into generations, mounting them at URL prefixes, and routing
 //! requests to them.
 //!
+//! - `declaration.rs`: reading a plugin's declaration by the ABI policy (size, panic strategy).
 //! - `loader.rs`: one file → one [`Generation`] (shadow copy, `dlopen`, checks, init).
 //! - `registry.rs`: the [`Registry`] of mounted plugins and their routes; it is the
 //!   [`Handler`](crate::Handler) the host serves with.
@@ -11,6 +12,7 @@
 //!
 //! The C ABI itself is in `plugin-api` (`plugin_api::abi`).
 
+mod declaration;
 mod loader;
 mod reaper;
 mod registry;
@@ -63,6 +65,28 @@ pub enum LoadError {
         /// The version this host speaks.
         host: u32,
     },
+    /// The declaration is smaller than this ABI version's required part.
+    #[error(
+        "the plugin's declaration is {size} bytes, but ABI version {} needs at least {min}: \
+         rebuild the plugin against this host's plugin-api",
+        plugin_api::abi::ABI_VERSION
+    )]
+    DeclarationTooSmall {
+        /// The size the plugin declares.
+        size: u32,
+        /// The least this host reads.
+        min: u32,
+    },
+    /// The plugin was built with `panic = "abort"`: its first panic would abort the host.
+    #[error(
+        "the plugin was built with panic = \"abort\", but this host needs panic = \"unwind\" \
+         (its first panic would abort the server): remove panic = \"abort\" from the plugin's \
+         Cargo profile"
+    )]
+    PanicAbort,
+    /// The declaration names a panic strategy this host does not know.
+    #[error("unknown panic strategy {0} (this host knows 0 none, 1 unwind, 2 abort)")]
+    UnknownPanic(u32),
     /// The declared name is not the one the file name gives.
     #[error("the plugin declares the name {declared:?}, which its file name does not match")]
     NameMismatch {

@@ -28,9 +28,9 @@ fn check_reports_every_plugin_and_route() {
         out.contains("config.toml: ok: listen 127.0.0.1:7878"),
         "{out}"
     );
-    assert!(out.contains("plugin hello 0.1.0 (ABI 3): ok"), "{out}");
+    assert!(out.contains("plugin hello 0.1.0 (ABI 4): ok"), "{out}");
     assert!(
-        out.contains("plugin counter 0.1.0 (ABI 3): ok") && out.contains("/api"),
+        out.contains("plugin counter 0.1.0 (ABI 4): ok") && out.contains("/api"),
         "{out}"
     );
     assert!(out.ends_with("all good\n"), "{out}");
@@ -50,7 +50,7 @@ fn check_fails_with_every_problem_named() {
     );
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(
-        out.contains("libwrong_abi.so: refused: plugin ABI version 4"),
+        out.contains("libwrong_abi.so: refused: plugin ABI version 5"),
         "{out}"
     );
     assert!(

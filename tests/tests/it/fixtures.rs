@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use integration_tests::HostProcess;
+use integration_tests::{HostProcess, abort_build};
 
 const ALL_BAD: &[&str] = &[
     "libhello.so",
@@ -36,7 +36,7 @@ fn each_bad_plugin_is_refused_with_a_clear_line_and_the_rest_serve() {
     );
     let line = wait("plugin wrong_abi: refused libwrong_abi.so");
     assert!(
-        line.contains("plugin ABI version 4") && line.contains("host speaks ABI version 3"),
+        line.contains("plugin ABI version 5") && line.contains("host speaks ABI version 4"),
         "{line}"
     );
     let line = wait("plugin no_symbol: refused libno_symbol.so");
@@ -91,4 +91,41 @@ fn two_files_for_one_name_keep_the_first() {
         "{line}"
     );
     assert_eq!(host.connect().get("/hello").text(), "Hello");
+}
+
+#[test]
+fn a_declaration_of_an_older_shorter_shape_loads_without_its_optional_hooks() {
+    // Its declared size ends before `on_save`; the words after it would crash the host if read
+    // as hooks. A rebuild (another file: one byte appended) swaps it, which asks the old
+    // generation for its state and hands it to the new one: neither hook exists.
+    let host = HostProcess::start(&["libold_shape.so"], "");
+    let r = host.connect().get("/old_shape");
+    assert_eq!(
+        (r.status, r.text(), r.header("x-shape")),
+        (200, "short", Some("short"))
+    );
+    let file = host.plugins().join("libold_shape.so");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.push(0);
+    let staged = host.dir.join("libold_shape.so.new");
+    std::fs::write(&staged, &bytes).unwrap();
+    std::fs::rename(&staged, &file).unwrap();
+    host.wait_for_log(
+        "plugin old_shape: generation 2 loaded",
+        Duration::from_secs(20),
+    );
+    assert_eq!(host.connect().get("/old_shape").text(), "short");
+}
+
+#[test]
+fn a_plugin_built_with_panic_abort_is_refused_naming_both_strategies() {
+    let dir = HostProcess::prepare(&[], "");
+    std::fs::copy(abort_build(), dir.join("plugins").join("libhello.so")).unwrap();
+    let host = HostProcess::spawn(&dir, &[]).ready();
+    let line = host.wait_for_log("plugin hello: refused libhello.so", Duration::from_secs(20));
+    assert!(
+        line.contains("built with panic = \"abort\"") && line.contains("needs panic = \"unwind\""),
+        "{line}"
+    );
+    assert_eq!(host.connect().get("/hello").status, 503);
 }

@@ -13,7 +13,7 @@ fn hello_says_hello() {
         std::time::Duration::from_secs(5),
     );
     assert!(
-        line.contains("ABI 3") && line.contains("version 0.1.0") && line.contains(" ms"),
+        line.contains("ABI 4") && line.contains("version 0.1.0") && line.contains(" ms"),
         "{line}"
     );
 }

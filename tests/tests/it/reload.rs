@@ -88,7 +88,7 @@ fn a_broken_new_version_leaves_the_old_one_serving_until_a_good_one_comes() {
     std::fs::write(&file, bytes(&artifact("libwrong_abi.so"))).unwrap();
     let line = host.wait_for_nth_log("plugin flip: reload from libflip.so failed", 2, WAIT);
     assert!(
-        line.contains("plugin ABI version 4, but this host speaks ABI version 3"),
+        line.contains("plugin ABI version 5, but this host speaks ABI version 4"),
         "{line}"
     );
     assert_eq!(c.get("/flip").text(), "a");

@@ -13,22 +13,51 @@
 //! Whatever one side allocates, the same side frees. Each pointer below says who owns it and until
 //! when. A [`RawBytes`] with a null pointer and a length of zero means "empty".
 //!
-//! # Versioning
-//! [`Declaration::magic`] and [`Declaration::abi_version`] are the first two fields of the
-//! declaration and keep their offsets in every future version, so a host can always read them before
-//! anything else and refuse a plugin built against another version. Any other change to a type in
-//! this module bumps [`ABI_VERSION`].
+//! # The ABI policy
+//! - [`Declaration::magic`], [`Declaration::abi_version`] and [`Declaration::size`] are its first
+//!   fields and keep their offsets (0, 8, 12) in every version, so a host can always read them
+//!   before anything else and refuse a plugin built against another version, naming both.
+//! - **Without a version bump**, hooks may be appended at the end of [`Declaration`], optional
+//!   ones (an `Option` of a function pointer) only. A plugin built before one was added declares a
+//!   smaller [`Declaration::size`], and the host treats every field at or past that size as absent
+//!   (`None`); a plugin built after, run by an older host, has its new hooks ignored. Nothing else
+//!   changes without a bump: no field is reordered, resized, retyped or removed, in any type here,
+//!   and no meaning changes.
+//! - **Everything else bumps [`ABI_VERSION`]:** a field added anywhere but the end of the
+//!   declaration, a field added to any other type (they have no size field), a new required hook,
+//!   a changed signature or constant, a changed rule a side relies on.
+//! - Every type here is `#[repr(C)]`, and its size, alignment and field offsets are asserted at
+//!   compile time (`layout.rs`), so a change that moves a field fails the build instead of
+//!   shifting what an older plugin reads. `include/mini_async_http.h` is the same ABI for C,
+//!   generated from this module (a test fails when it is stale).
+//! - The host also reads [`Declaration::panic`] before it calls anything: a Rust plugin built
+//!   with `panic = "abort"` is refused, since its first panic would abort the host.
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
 
-use crate::Request;
+mod layout;
+mod request;
+
+pub use request::{Header, RawPeer, Request};
 
 /// The first field of every [`Declaration`]: `"MAHTTPLG"` read as a big-endian `u64`.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"MAHTTPLG");
 
 /// The version of this ABI. The host refuses a plugin whose declaration carries another one.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
+
+/// The smallest [`Declaration::size`] the host accepts for this ABI version: up to and including
+/// [`Declaration::on_drop`], the last required hook.
+pub const DECLARATION_MIN_SIZE: u32 = 80;
+
+/// [`Declaration::panic`]: the plugin cannot panic (it is not Rust: C, say).
+pub const PANIC_NONE: u32 = 0;
+/// [`Declaration::panic`]: built with `panic = "unwind"` (Rust's default); the export macro catches
+/// every panic at the boundary.
+pub const PANIC_UNWIND: u32 = 1;
+/// [`Declaration::panic`]: built with `panic = "abort"`; refused by the host.
+pub const PANIC_ABORT: u32 = 2;
 
 /// The name of the one symbol a plugin exports: a `static` [`Declaration`].
 pub const DECLARATION_SYMBOL: &str = "mini_async_http_plugin";
@@ -99,6 +128,13 @@ pub struct Declaration {
     pub magic: u64,
     /// The [`ABI_VERSION`] the plugin was built against. Keeps offset 8 in every ABI version.
     pub abi_version: u32,
+    /// The size of this declaration as the plugin was built, in bytes (`sizeof` it). Keeps
+    /// offset 12. Fields at or past it are absent (see the ABI policy above); less than
+    /// [`DECLARATION_MIN_SIZE`] is refused.
+    pub size: u32,
+    /// How the plugin was built to handle a panic: [`PANIC_NONE`], [`PANIC_UNWIND`] or
+    /// [`PANIC_ABORT`] (refused).
+    pub panic: u32,
     /// The plugin's name: its crate name, which is also the stem of its file (`libNAME.so`).
     pub name: RawBytes,
     /// The plugin's own version (its `Cargo.toml` version).
