@@ -51,6 +51,21 @@ impl Default for RequestParts<'_> {
 
 impl<'a> Request<'a> {
     /// Builds a request from borrowed parts.
+    ///
+    /// ```
+    /// use plugin_api::{Header, Request, RequestParts};
+    ///
+    /// let headers = [Header::new("Host", b"example.com")];
+    /// let request = Request::new(RequestParts {
+    ///     method: "GET",
+    ///     target: "/hello?name=ann",
+    ///     headers: &headers,
+    ///     ..RequestParts::default()
+    /// });
+    /// assert_eq!(request.path(), "/hello");
+    /// assert_eq!(request.query(), Some("name=ann"));
+    /// assert_eq!(request.header("host"), Some("example.com"));
+    /// ```
     pub fn new(parts: RequestParts<'a>) -> Request<'a> {
         let (path, query) = split_target(parts.target);
         Request {

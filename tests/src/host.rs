@@ -68,8 +68,36 @@ pub fn build() -> &'static Path {
             status.success(),
             "cargo build of the host and plugins failed"
         );
-        target.join("debug")
+        let out = target.join("debug");
+        build_c_plugin(&root, &out);
+        out
     })
+}
+
+/// Builds the C example plugin (`plugins/c-greeter`) with the system C compiler (`$CC`, else
+/// `cc`) into `out/libc_greeter.so`, warnings as errors, against the generated header.
+///
+/// # Panics
+/// If there is no C compiler or the build fails.
+fn build_c_plugin(root: &Path, out: &Path) {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .current_dir(root)
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-O2",
+            "-fPIC",
+        ])
+        .args(["-shared", "-I", "plugin-api/include", "-o"])
+        .arg(out.join("libc_greeter.so"))
+        .arg("plugins/c-greeter/greeter.c")
+        .status()
+        .unwrap_or_else(|e| panic!("run the C compiler {cc:?}: {e}"));
+    assert!(status.success(), "the C plugin did not build with {cc}");
 }
 
 /// Builds the `flip` fixture as variant `a` and as variant `b`, once; returns the two library files

@@ -34,7 +34,6 @@
 //!   with `panic = "abort"` is refused, since its first panic would abort the host.
 
 use std::ffi::c_void;
-use std::marker::PhantomData;
 
 mod layout;
 mod request;
@@ -42,7 +41,7 @@ mod request;
 pub use request::{Header, RawPeer, Request};
 
 /// The first field of every [`Declaration`]: `"MAHTTPLG"` read as a big-endian `u64`.
-pub const MAGIC: u64 = u64::from_be_bytes(*b"MAHTTPLG");
+pub const MAGIC: u64 = 0x4D41_4854_5450_4C47;
 
 /// The version of this ABI. The host refuses a plugin whose declaration carries another one.
 pub const ABI_VERSION: u32 = 4;
@@ -145,10 +144,19 @@ pub struct Declaration {
     pub on_handle: HandleFn,
     /// Destroys the instance made by `on_init`. Called once, after the last `on_handle` returned.
     pub on_drop: DropFn,
-    /// Hands the instance's state to its next generation, or writes nothing when it has none.
-    pub on_save: Option<SaveFn>,
-    /// Takes the state the previous generation saved. Called after `on_init`, before `on_handle`.
-    pub on_restore: Option<RestoreFn>,
+    /// Hands the instance's state to its next generation, or writes nothing when it has none
+    /// ([`SaveFn`]; null: no state). Optional: absent when `size` ends before it.
+    pub on_save:
+        Option<unsafe extern "C" fn(instance: *const c_void, state: *const BytesSink) -> Status>,
+    /// Takes the state the previous generation saved ([`RestoreFn`]; null: none is taken).
+    /// Called after `on_init`, before `on_handle`. Optional: absent when `size` ends before it.
+    pub on_restore: Option<
+        unsafe extern "C" fn(
+            instance: *const c_void,
+            state: RawBytes,
+            error: *const BytesSink,
+        ) -> Status,
+    >,
 }
 
 // SAFETY: a declaration is immutable, and its pointers refer to `'static` data in the plugin image
@@ -310,5 +318,12 @@ unsafe impl Send for HostApi {}
 // SAFETY: as above; the plugin only reads the struct.
 unsafe impl Sync for HostApi {}
 
-/// Keeps `'a` on types that hold [`RawBytes`] borrowed for `'a`.
-pub(crate) type Borrow<'a> = PhantomData<&'a [u8]>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_magic_spells_its_name() {
+        assert_eq!(MAGIC.to_be_bytes(), *b"MAHTTPLG");
+    }
+}

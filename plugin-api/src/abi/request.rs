@@ -3,27 +3,15 @@
 //! fields are private to this crate so that only `Request::new` (and the host, through it) fills
 //! them.
 
-use super::{BodySource, Borrow, RawBytes};
+use std::marker::PhantomData;
+
+use super::{BodySource, RawBytes};
 
 /// One HTTP request, borrowed from the server's buffers for the duration of a handler call.
 ///
 /// The body is complete and already decoded (a `chunked` body arrives de-chunked, its trailers
-/// dropped). Header names keep the case the client sent; look-ups ignore case.
-///
-/// ```
-/// use plugin_api::{Header, Request, RequestParts};
-///
-/// let headers = [Header::new("Host", b"example.com")];
-/// let request = Request::new(RequestParts {
-///     method: "GET",
-///     target: "/hello?name=ann",
-///     headers: &headers,
-///     ..RequestParts::default()
-/// });
-/// assert_eq!(request.path(), "/hello");
-/// assert_eq!(request.query(), Some("name=ann"));
-/// assert_eq!(request.header("host"), Some("example.com"));
-/// ```
+/// dropped). Header names keep the case the client sent; look-ups ignore case. Build one in a
+/// test with [`Request::new`].
 #[repr(C)]
 pub struct Request<'a> {
     /// The method token (UTF-8, a token by RFC 9110 §5.6.2).
@@ -50,7 +38,7 @@ pub struct Request<'a> {
     /// Where the rest of the body is read from, when the host did not read it whole before the
     /// call; null when `body` is all of it.
     pub(crate) source: *const BodySource,
-    pub(crate) _borrow: Borrow<'a>,
+    pub(crate) _borrow: PhantomData<&'a [u8]>,
 }
 
 // SAFETY: a `Request` is a set of shared borrows (`&'a str`, `&'a [u8]`, `&'a [Header]`), all of
@@ -67,7 +55,7 @@ pub struct Header<'a> {
     pub(crate) name: RawBytes,
     /// The value without the whitespace around it; not necessarily UTF-8.
     pub(crate) value: RawBytes,
-    pub(crate) _borrow: Borrow<'a>,
+    pub(crate) _borrow: PhantomData<&'a [u8]>,
 }
 
 // SAFETY: a `Header` is a pair of shared borrows; see `Request`.

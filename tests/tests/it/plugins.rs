@@ -154,3 +154,48 @@ fn shadow_copies_leave_nothing_on_disk_even_after_sigkill() {
         "after SIGKILL and a restart"
     );
 }
+
+#[test]
+fn a_plugin_written_in_c_answers_reads_a_header_and_the_body_and_logs() {
+    // Bodies over 1 KiB reach it as a stream it reads through the body source.
+    let host = HostProcess::start(
+        &["libc_greeter.so"],
+        "[limits.plugins.c_greeter]\nbuffer_body_bytes = 1024\n",
+    );
+    host.wait_for_log("c_greeter ready", std::time::Duration::from_secs(5));
+    let mut c = host.connect();
+    let r = c.get("/c_greeter");
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "Hello from C, stranger!\n"),
+        "{r:?}"
+    );
+    assert_eq!(r.header("x-written-in"), Some("C"));
+    c.send("GET /c_greeter HTTP/1.1\r\nHost: x\r\nX-Name: Ann\r\n\r\n");
+    assert_eq!(c.reply().text(), "Hello from C, Ann!\n");
+    for body in [b"abc".to_vec(), vec![b'z'; 100_000]] {
+        c.send(format!(
+            "POST /c_greeter HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        ));
+        c.send(&body);
+        let fnv = body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let want = format!(
+            "Hello from C, stranger! Your body: {} bytes, fnv1a {fnv:016x}\n",
+            body.len()
+        );
+        assert_eq!(c.reply().text(), want);
+    }
+    let line = host.wait_for_log(
+        "greeted Ann (GET /c_greeter)",
+        std::time::Duration::from_secs(5),
+    );
+    assert!(line.contains("c_greeter"), "tagged with the plugin: {line}");
+    let loaded = host.wait_for_log(
+        "plugin c_greeter: generation 1 loaded",
+        std::time::Duration::from_secs(5),
+    );
+    assert!(loaded.contains("ABI 4"), "{loaded}");
+}
