@@ -6,7 +6,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 
 // The first field of every [`Declaration`]: `"MAHTTPLG"` read as a big-endian `u64`.
 #define MAH_MAGIC 5566810141435644999
@@ -242,17 +241,20 @@ struct mah_Declaration {
   struct mah_RawBytes name;
   // The plugin's own version (its `Cargo.toml` version).
   struct mah_RawBytes version;
-  // Creates the plugin instance from its settings.
+  // Creates the plugin instance from its settings. Required (never null).
   mah_InitFn on_init;
-  // Answers one request. Called from many worker threads at once.
+  // Answers one request. Called from many worker threads at once. Required (never null).
   mah_HandleFn on_handle;
   // Destroys the instance made by `on_init`. Called once, after the last `on_handle` returned.
+  // Required (never null).
   mah_DropFn on_drop;
-  // Hands the instance's state to its next generation, or writes nothing when it has none
-  // ([`SaveFn`]; null: no state). Optional: absent when `size` ends before it.
+  // `on_save(instance, state)` ([`SaveFn`]): hands the instance's state to its next
+  // generation, or writes nothing when it has none. Optional (null: no state; absent when
+  // `size` ends before it).
   mah_Status (*on_save)(const void *instance, const struct mah_BytesSink *state);
-  // Takes the state the previous generation saved ([`RestoreFn`]; null: none is taken).
-  // Called after `on_init`, before `on_handle`. Optional: absent when `size` ends before it.
+  // `on_restore(instance, state, error)` ([`RestoreFn`]): takes the state the previous
+  // generation saved; called after `on_init`, before `on_handle`. Optional (null: none is
+  // taken; absent when `size` ends before it).
   mah_Status (*on_restore)(const void *instance,
                            struct mah_RawBytes state,
                            const struct mah_BytesSink *error);
@@ -260,9 +262,21 @@ struct mah_Declaration {
 
 #endif  /* MINI_ASYNC_HTTP_H */
 
+#ifndef MINI_ASYNC_HTTP_DECLARATION_H
+#define MINI_ASYNC_HTTP_DECLARATION_H
 
 // The name of the one symbol a plugin exports: a `const struct mah_Declaration`.
 #define MAH_DECLARATION_SYMBOL "mini_async_http_plugin"
+
+// That symbol, declared with C linkage (in C++ a `const` object would otherwise not be exported).
+// A plugin defines it: `const struct mah_Declaration mini_async_http_plugin = { ... };`
+#ifdef __cplusplus
+extern "C" {
+#endif
+extern const struct mah_Declaration mini_async_http_plugin;
+#ifdef __cplusplus
+}
+#endif
 
 // The layout the host was built with (plugin-api/src/abi/layout.rs asserts the same figures on
 // the Rust side): a compiler that lays these types out otherwise fails here, not at run time.
@@ -334,3 +348,7 @@ MAH_LAYOUT(offsetof(struct mah_RawPeer, port) == 2, "RawPeer.port");
 MAH_LAYOUT(offsetof(struct mah_RawPeer, ip) == 4, "RawPeer.ip");
 MAH_LAYOUT(sizeof(mah_Status) == 4, "Status");
 #endif
+#undef MAH_LAYOUT
+#undef MAH_ALIGNOF
+
+#endif  /* MINI_ASYNC_HTTP_DECLARATION_H */

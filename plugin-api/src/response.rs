@@ -363,7 +363,7 @@ impl ResponseBuilder {
     /// The finished response.
     ///
     /// # Errors
-    /// The first invalid part that was given: a status outside 100–999, a header name that is not a
+    /// The first invalid part that was given: a status outside 200–599, a header name that is not a
     /// token, a header value with CR, LF, NUL or another control byte, or a header the server owns.
     pub fn build(self) -> Result<Response, Error> {
         match self.error {
@@ -395,7 +395,8 @@ pub enum Error {
         /// The header's name.
         name: String,
     },
-    /// The header is set by the server (`Content-Length`, `Transfer-Encoding`, `Date`).
+    /// The header is set by the server (`Content-Length`, `Transfer-Encoding`, `Date`; in raw
+    /// response lines also `Connection`, which is `RawResponse::CLOSE`).
     ReservedHeader(String),
     /// Encoded header lines are not `name: value\r\n` lines.
     MalformedHeaderLines,

@@ -96,14 +96,33 @@ static int read_body(const struct mah_Request *request, struct digest *d) {
     }
 }
 
+/* A length for `%.*s`: at most `max`, so it fits an int. */
+static int clamp(size_t len, int max) {
+    return len > (size_t)max ? max : (int)len;
+}
+
+/* What snprintf wrote into a buffer of `size`: 0 on an error, `size - 1` when it was cut. */
+static size_t written(int n, size_t size) {
+    if (n < 0) {
+        return 0;
+    }
+    return (size_t)n < size ? (size_t)n : size - 1;
+}
+
 static mah_Status on_handle(const void *instance, const struct mah_Request *request,
                             const struct mah_ResponseSink *sink) {
     const struct greeter *g = instance;
     struct mah_RawBytes name = header(request, "x-name");
-    int name_len = name.len > 64 ? 64 : (int)name.len;
+    /* At most 64 bytes of the name, as the client sent them (the answer says charset=utf-8
+     * only when the name is ASCII). */
+    int name_len = clamp(name.len, 64);
     const char *who = name_len > 0 ? (const char *)name.ptr : "stranger";
     if (name_len == 0) {
         name_len = (int)strlen(who);
+    }
+    int ascii = 1;
+    for (int i = 0; i < name_len; i++) {
+        ascii &= (unsigned char)who[i] < 0x80;
     }
     struct digest d = {0, 0xcbf29ce484222325u};
     if (read_body(request, &d) != 0) {
@@ -118,17 +137,19 @@ static mah_Status on_handle(const void *instance, const struct mah_Request *requ
     } else {
         len = snprintf(text, sizeof text, "Hello from C, %.*s!\n", name_len, who);
     }
+    /* The method and path are never null (the host sends at least one byte of each). */
     char line[300];
     int line_len = snprintf(line, sizeof line, "greeted %.*s (%.*s %.*s)", name_len, who,
-                            (int)request->method.len, (const char *)request->method.ptr,
-                            (int)request->path.len, (const char *)request->path.ptr);
-    log_info(g, line, (size_t)(line_len < (int)sizeof line ? line_len : (int)sizeof line - 1));
-    static const char head[] = "content-type: text/plain; charset=utf-8\r\nx-written-in: C\r\n";
+                            clamp(request->method.len, 64), (const char *)request->method.ptr,
+                            clamp(request->path.len, 128), (const char *)request->path.ptr);
+    log_info(g, line, written(line_len, sizeof line));
+    static const char utf8[] = "content-type: text/plain; charset=utf-8\r\nx-written-in: C\r\n";
+    static const char plain[] = "content-type: text/plain\r\nx-written-in: C\r\n";
     struct mah_RawResponse response = {
         .status = 200,
         .flags = 0,
-        .headers = bytes(head, sizeof head - 1),
-        .body = bytes(text, (size_t)(len < (int)sizeof text ? len : (int)sizeof text - 1)),
+        .headers = ascii ? bytes(utf8, sizeof utf8 - 1) : bytes(plain, sizeof plain - 1),
+        .body = bytes(text, written(len, sizeof text)),
         .body_kind = mah_RawResponse_BODY_BYTES,
         .fd = -1,
         .offset = 0,

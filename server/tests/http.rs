@@ -346,6 +346,16 @@ fn refuses_bad_requests_with_the_right_status_and_closes() {
         // §3.2.2: an absolute-form target names its authority; a Host naming another is refused.
         ("GET http://a/ HTTP/1.1\r\nHost: b\r\n\r\n".into(), 400),
         ("GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n".into(), 400),
+        // §3.2: a target has no fragment (it steered routing: http://x#/admin went to /admin).
+        (
+            "GET http://x#/admin HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            400,
+        ),
+        // §7.1.2 with §5.1: a trailer line with whitespace before its colon.
+        (
+            format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\n\r\n0\r\nX : 1\r\n\r\n"),
+            400,
+        ),
         // RFC 9110 §9.1: a method no server implements, before its request line is complete.
         (format!("{} / HTTP/1.1\r\n{h}\r\n", "M".repeat(33)), 501),
         ("M".repeat(40), 501),

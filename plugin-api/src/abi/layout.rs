@@ -47,7 +47,7 @@ layout!(RawPeer: size 20, align 2, family @ 0, port @ 2, ip @ 4);
 const _: () = assert!(
     DECLARATION_MIN_SIZE as usize == offset_of!(Declaration, on_drop) + size_of::<DropFn>()
 );
-// The fields every version keeps where they are.
+// The fields every version keeps where they are (size: from ABI 4 on).
 const _: () = assert!(offset_of!(Declaration, magic) == 0);
 const _: () = assert!(offset_of!(Declaration, abi_version) == 8);
 const _: () = assert!(offset_of!(Declaration, size) == 12);

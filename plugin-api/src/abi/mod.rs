@@ -14,9 +14,10 @@
 //! when. A [`RawBytes`] with a null pointer and a length of zero means "empty".
 //!
 //! # The ABI policy
-//! - [`Declaration::magic`], [`Declaration::abi_version`] and [`Declaration::size`] are its first
-//!   fields and keep their offsets (0, 8, 12) in every version, so a host can always read them
-//!   before anything else and refuse a plugin built against another version, naming both.
+//! - [`Declaration::magic`] and [`Declaration::abi_version`] are its first fields and keep their
+//!   offsets (0 and 8) in every version, so a host can always read them before anything else and
+//!   refuse a plugin built against another version, naming both; from ABI 4 on,
+//!   [`Declaration::size`] keeps offset 12.
 //! - **Without a version bump**, hooks may be appended at the end of [`Declaration`], optional
 //!   ones (an `Option` of a function pointer) only. A plugin built before one was added declares a
 //!   smaller [`Declaration::size`], and the host treats every field at or past that size as absent
@@ -138,18 +139,21 @@ pub struct Declaration {
     pub name: RawBytes,
     /// The plugin's own version (its `Cargo.toml` version).
     pub version: RawBytes,
-    /// Creates the plugin instance from its settings.
+    /// Creates the plugin instance from its settings. Required (never null).
     pub on_init: InitFn,
-    /// Answers one request. Called from many worker threads at once.
+    /// Answers one request. Called from many worker threads at once. Required (never null).
     pub on_handle: HandleFn,
     /// Destroys the instance made by `on_init`. Called once, after the last `on_handle` returned.
+    /// Required (never null).
     pub on_drop: DropFn,
-    /// Hands the instance's state to its next generation, or writes nothing when it has none
-    /// ([`SaveFn`]; null: no state). Optional: absent when `size` ends before it.
+    /// `on_save(instance, state)` ([`SaveFn`]): hands the instance's state to its next
+    /// generation, or writes nothing when it has none. Optional (null: no state; absent when
+    /// `size` ends before it).
     pub on_save:
         Option<unsafe extern "C" fn(instance: *const c_void, state: *const BytesSink) -> Status>,
-    /// Takes the state the previous generation saved ([`RestoreFn`]; null: none is taken).
-    /// Called after `on_init`, before `on_handle`. Optional: absent when `size` ends before it.
+    /// `on_restore(instance, state, error)` ([`RestoreFn`]): takes the state the previous
+    /// generation saved; called after `on_init`, before `on_handle`. Optional (null: none is
+    /// taken; absent when `size` ends before it).
     pub on_restore: Option<
         unsafe extern "C" fn(
             instance: *const c_void,

@@ -7,6 +7,7 @@
 //! decoding: `worker/framing.rs` waits until enough bytes are buffered, or `worker/upload.rs` reads
 //! them as the handler asks.
 
+use crate::http::lines::{Ext, Field};
 use crate::http::parse::Reject;
 
 /// Longest chunk-size line (size and extensions) and longest trailer field line accepted.
@@ -50,63 +51,11 @@ enum State {
     /// The LF after chunk data.
     DataLf,
     /// A trailer field line, or the empty line that ends the body.
-    Trailer,
+    Trailer(Field),
     /// The LF after a trailer line.
     TrailerLf,
     /// The body is complete.
     Done,
-}
-
-/// Where a chunk line is in its extensions: `*( BWS ";" BWS name [ BWS "=" BWS value ] )`, a
-/// name a token, a value a token or a quoted string (RFC 9112 §7.1.1, RFC 9110 §5.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ext {
-    /// After `;`: whitespace, then a name.
-    BeforeName,
-    Name,
-    /// Whitespace after a name: `=` or `;` must follow.
-    AfterName,
-    /// After `=`: whitespace, then a value.
-    BeforeValue,
-    Token,
-    Quoted,
-    /// After a backslash in a quoted string.
-    Escaped,
-    /// After a value: whitespace, then `;` or the line's end (no whitespace before it).
-    AfterValue,
-    /// Whitespace after a value: `;` must follow.
-    Spaced,
-}
-
-impl Ext {
-    /// The state after byte `b`: `Some(None)` when the line ends (`b` is its CR), `None` when `b`
-    /// breaks the grammar.
-    fn step(self, b: u8) -> Option<Option<Ext>> {
-        let tchar = plugin_api::__private::is_tchar(b);
-        let ws = b == b' ' || b == b'\t';
-        let next = match (self, b) {
-            (Ext::BeforeName, _) if ws => Ext::BeforeName,
-            (Ext::BeforeName | Ext::Name, _) if tchar => Ext::Name,
-            (Ext::Name | Ext::Token | Ext::AfterValue, b'\r') => return Some(None),
-            (Ext::Name | Ext::AfterName, _) if ws => Ext::AfterName,
-            (Ext::Name | Ext::AfterName, b'=') => Ext::BeforeValue,
-            (Ext::Name | Ext::AfterName | Ext::Token | Ext::AfterValue | Ext::Spaced, b';') => {
-                Ext::BeforeName
-            }
-            (Ext::BeforeValue, _) if ws => Ext::BeforeValue,
-            (Ext::BeforeValue, b'"') => Ext::Quoted,
-            (Ext::BeforeValue | Ext::Token, _) if tchar => Ext::Token,
-            (Ext::Token | Ext::AfterValue | Ext::Spaced, _) if ws => Ext::Spaced,
-            (Ext::Quoted, b'"') => Ext::AfterValue,
-            (Ext::Quoted, b'\\') => Ext::Escaped,
-            // qdtext, and what a backslash may quote: HTAB, SP, visible bytes, obs-text.
-            (Ext::Quoted | Ext::Escaped, _) if b == b'\t' || (b >= 0x20 && b != 0x7f) => {
-                Ext::Quoted
-            }
-            _ => return None,
-        };
-        Some(Some(next))
-    }
 }
 
 impl Chunked {
@@ -204,7 +153,7 @@ impl Chunked {
                     return Err(Reject::new(413, "request body too large"));
                 }
                 if self.remaining == 0 {
-                    State::Trailer
+                    State::Trailer(Field::Start)
                 } else {
                     State::Data
                 }
@@ -214,19 +163,25 @@ impl Chunked {
                 self.line = 0;
                 State::Size
             }
-            (State::Trailer, b'\r') => State::TrailerLf,
-            (State::Trailer, b'\n') => return Err(BAD),
-            (State::Trailer, _) => {
+            (State::Trailer(field), _) => {
                 self.trailers += 1;
                 if self.trailers > MAX_TRAILERS {
                     return Err(Reject::new(431, "trailer section too large"));
                 }
-                State::Trailer
+                match field.step(b) {
+                    Some(Some(field)) => State::Trailer(field),
+                    Some(None) => State::TrailerLf,
+                    None => return Err(Reject::new(400, "malformed trailer field")),
+                }
             }
             (State::TrailerLf, b'\n') => {
                 let empty = self.line == 2;
                 self.line = 0;
-                if empty { State::Done } else { State::Trailer }
+                if empty {
+                    State::Done
+                } else {
+                    State::Trailer(Field::Start)
+                }
             }
             _ => return Err(BAD),
         };
@@ -315,6 +270,13 @@ mod tests {
             b"5;a=\"b\"c\r\nHello\r\n0\r\n\r\n",
             b"5;a\x7f\r\nHello\r\n0\r\n\r\n",
             b"5;a=\"\x01\"\r\nHello\r\n0\r\n\r\n",
+            // §7.1.2 with §5: trailer lines are field lines.
+            b"0\r\nX : 1\r\n\r\n",
+            b"0\r\nX: 1\r\n folded\r\n\r\n",
+            b"0\r\nno-colon\r\n\r\n",
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\nX: a\x00b\r\n\r\n",
+            b"0\r\nX: a\x7f\r\n\r\n",
         ];
         for input in bad {
             let err = decode_in_steps(input, input.len(), usize::MAX).unwrap_err();
@@ -340,6 +302,13 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{:?}: {e:?}", String::from_utf8_lossy(line)));
             assert_eq!(body, b"Hello");
         }
+    }
+
+    #[test]
+    fn accepts_trailer_fields() {
+        let input = b"1\r\na\r\n0\r\nX-Sum: 12 \t\r\nY:\r\nZ: caf\xc3\xa9\r\n\r\n";
+        let (body, rest) = decode_in_steps(input, 1, 100).unwrap();
+        assert_eq!((body.as_slice(), rest.as_slice()), (&b"a"[..], &b""[..]));
     }
 
     #[test]

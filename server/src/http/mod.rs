@@ -5,5 +5,6 @@
 
 pub(crate) mod body;
 pub(crate) mod encode;
+pub(crate) mod lines;
 pub(crate) mod parse;
 pub(crate) mod target;

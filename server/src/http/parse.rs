@@ -10,38 +10,52 @@
 //! Every refusal is answered with its status and the connection is closed after a lingering
 //! half-close (`worker/`). Tests: `ambiguous_framing_is_refused`, `malformed_heads_are_400`,
 //! `framing_by_length_and_chunked` here, the tests of `target.rs` (method, target, `Host`),
-//! `refuses_bad_framing` and `accepts_extensions_as_the_grammar_has_them` in `body.rs`, and
+//! `refuses_bad_framing`, `accepts_extensions_as_the_grammar_has_them` and
+//! `accepts_trailer_fields` in `body.rs`, and
 //! `refuses_bad_requests_with_the_right_status_and_closes` in `server/tests/http.rs`.
 //!
 //! | RFC 9112 | rule | here |
 //! |---|---|---|
+//! | §2.2 | a bare LF ends the request line and field lines (MAY) | accepted (httparse); never in chunk lines |
+//! | §2.2 | empty lines before the request line (SHOULD ignore) | skipped, within the head limit |
+//! | §2.2 | whitespace between the request line and the first field | 400 (httparse) |
 //! | §2.2 | bare CR in a field | 400 (httparse) |
-//! | §3 | request line: one SP between parts | 400 (httparse) |
+//! | §2.3 | `HTTP/1.0` and `HTTP/1.1`, case-sensitive | other `HTTP/d.d` 505 (SHOULD: 1.x as 1.1; httparse refuses it); others 400 |
+//! | §3 | request line: one SP between parts; the method a token | 400 (httparse) |
 //! | §3 | a method longer than 32 bytes (RFC 9110 §9.1: unrecognised) | 501, before the line ends |
-//! | §3.2 | HTTP/1.1 needs exactly one `Host` | 400 |
+//! | §3 | a target longer than `max_target_bytes` | 414, before the line ends |
+//! | §3.2 | exactly one `Host` in HTTP/1.1; at most one in HTTP/1.0 | 400 |
 //! | §3.2 | `Host` is `uri-host [":" port]` (RFC 3986 §3.2.2), or empty | others 400 |
 //! | §3.2 | targets: origin-, absolute-, asterisk-form (`OPTIONS` only) | others 400 |
+//! | §3.2 | no fragment (`#`) in a target; no `\` | 400 |
 //! | §3.2.2 | absolute-form: `http`/`https`, a host, no userinfo (RFC 9110 §4.2) | others 400 |
 //! | §3.2.2 | absolute-form and a `Host` naming another authority | 400, not "ignore Host" |
-//! | §5.1 | whitespace between field name and colon | 400 |
+//! | §5 | too many fields, or a header section over `max_head_bytes` | 431 |
+//! | §5.1 | a field name is a token; whitespace between it and the colon | others 400 (httparse) |
 //! | §5.2 | obs-fold (line folding) in a request | 400 |
+//! | §5.5 | NUL, other control bytes, DEL in a field value | 400 (httparse) |
 //! | §6.1 | `Transfer-Encoding` in an HTTP/1.0 request is faulty framing | 400 |
-//! | §6.1 | chunked must be the final coding, applied once | 400 |
+//! | §6.1 | chunked must be the final coding, applied once; no empty field line | 400 |
 //! | §6.1 | a coding the server does not understand (SHOULD 501) | 400: only `chunked` is accepted |
 //! | §6.1, §6.3 (3) | both `Transfer-Encoding` and `Content-Length` | 400, never "TE wins" |
 //! | §6.2, §6.3 (5) | `Content-Length` not `1*DIGIT`, or differing values | 400 |
+//! | §6.2 | `Content-Length` too large to represent | 413 (400 beside `Transfer-Encoding`) |
 //! | §6.3 (5) | a list of identical `Content-Length` values | accepted as one |
 //! | §6.3 (6) | `Content-Length` larger than allowed | 413 |
 //! | §6.3 (7) | neither header: no body | length 0 |
 //! | §7.1 | chunk-size overflow (a numeral too large) | 400 |
+//! | §7.1 | a chunked body whose decoded size passes the route's limit | 413 |
 //! | §7.1, §2.2 | chunk lines end in CRLF; a bare LF is refused | 400 |
 //! | §7.1 | whitespace in a chunk line only as BWS before `;` | others 400 |
 //! | §7.1.1 | chunk extensions: token names, token or quoted values; ignored; 4 KiB a line | others 400 |
-//! | §7.1.2 | trailer fields read and dropped, at most 16 KiB | more 431 |
+//! | §7.1.2, §5 | trailer lines are field lines (token name, no space before `:`, no obs-fold, no control bytes) | others 400 |
+//! | §7.1.2 | trailer fields read and dropped: 4 KiB a line, 16 KiB in all | longer 400, more 431 |
 //! | RFC 9110 §10.1.1 | `Expect` other than `100-continue` | 417 |
+//! | RFC 9110 §10.1.1 | `100 Continue`: HTTP/1.1 only, while the body is still to come, never before a 413 | |
 
 use std::mem::MaybeUninit;
 
+use plugin_api::__private::is_tchar;
 use plugin_api::{Header, Version, has_token};
 
 use super::target::{self, check_host, check_host_matches, check_method, check_target};
@@ -233,6 +247,7 @@ impl<'b> Fields<'b> {
                 }
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            let before = self.codings.len();
             for item in value.split(|&b| b == b',') {
                 let item = item.trim_ascii();
                 if item.is_empty() {
@@ -244,7 +259,8 @@ impl<'b> Fields<'b> {
                     TransferCoding::Other
                 });
             }
-            if self.codings.is_empty() {
+            // Each line must name a coding, wherever it comes among the others.
+            if self.codings.len() == before {
                 return Err(Reject::new(400, "empty Transfer-Encoding"));
             }
         } else if name.eq_ignore_ascii_case("host") {
@@ -300,9 +316,14 @@ impl<'b> Fields<'b> {
 
 /// An incomplete head may still be refused: it is already too long to ever fit.
 pub(crate) fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), Reject> {
-    // A method longer than any this server implements: no need to wait for the rest.
-    let line = buf.trim_ascii_start();
-    if line.len() > target::MAX_METHOD && !line[..=target::MAX_METHOD].contains(&b' ') {
+    // Empty lines before the request line are skipped (RFC 9112 §2.2).
+    let buf = &buf[buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len())..];
+    // A method longer than any this server implements: no need to wait for the rest. (Bytes
+    // that are no method at all are httparse's to refuse, with 400.)
+    if buf.len() > target::MAX_METHOD && buf[..=target::MAX_METHOD].iter().all(|&b| is_tchar(b)) {
         return Err(target::long_method());
     }
     let line_end = buf.iter().position(|&b| b == b'\n');
@@ -454,10 +475,38 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            // An empty line of the field is refused wherever it comes among the others.
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding:\r\n\r\n",
         ];
         for case in cases {
             assert_eq!(status(case), 400, "{case:?}");
         }
+    }
+
+    #[test]
+    fn a_long_method_is_501_before_its_line_ends_and_garbage_is_not_a_method() {
+        let limits = Limits::default();
+        let long = "M".repeat(40);
+        assert_eq!(
+            check_partial(long.as_bytes(), &limits).map_err(|r| r.status),
+            Err(501)
+        );
+        let after_empty_lines = format!("\r\n\r\n{long}");
+        let refused = check_partial(after_empty_lines.as_bytes(), &limits);
+        assert_eq!(refused.map_err(|r| r.status), Err(501));
+        assert!(
+            check_partial(&[1u8; 40], &limits).is_ok(),
+            "httparse's to refuse"
+        );
+        assert_eq!(
+            status(&format!("{} / HTTP/1.1\r\nHost: x\r\n\r\n", "M".repeat(33))),
+            501
+        );
+        assert_eq!(
+            status(&format!("{} / HTTP/1.1\r\nHost: x\r\n\r\n", "M".repeat(32))),
+            0
+        );
     }
 
     #[test]

@@ -36,11 +36,21 @@ pub(crate) const fn long_method() -> Reject {
 /// userinfo (RFC 9110 §4.2.4: a recipient treats it as an error); asterisk-form for `OPTIONS`
 /// only. (Authority-form is for `CONNECT`, which this server does not proxy.) Returns the
 /// authority of an absolute-form target.
+///
+/// A target has no fragment, so `#` is refused: `http://x#/admin` would otherwise be routed to
+/// `/admin` here and to `/` by a proxy in front. So is `\`, which some proxies turn into `/`.
+/// Other bytes outside RFC 3986's (`{`, `|`, `^`, raw UTF-8 …) are taken as browsers send them.
 pub(crate) fn check_target<'b>(
     method: &str,
     target: &'b str,
 ) -> Result<Option<Authority<'b>>, Reject> {
     let bytes = target.as_bytes();
+    if bytes.iter().any(|&b| b == b'#' || b == b'\\') {
+        return Err(Reject::new(
+            400,
+            "invalid request target (a fragment or a backslash)",
+        ));
+    }
     let rest = if bytes.len() >= 8 && bytes[..8].eq_ignore_ascii_case(b"https://") {
         Some((true, &bytes[8..]))
     } else if bytes.len() >= 7 && bytes[..7].eq_ignore_ascii_case(b"http://") {
@@ -256,6 +266,9 @@ mod tests {
             "http://a b/",
             "http://host:port/",
             "ftp://host/",
+            "/a#b",
+            "http://x#/admin",
+            "/a\\..\\b",
         ] {
             assert_eq!(
                 check_target("GET", bad).map_err(|r| r.status),

@@ -61,24 +61,40 @@ pub(super) fn check_header(
 /// Reads and checks the declaration at `decl`.
 ///
 /// # Safety
-/// `decl` points to at least 12 readable bytes (magic and version) in a loaded image, and, when
-/// they say this ABI version, to a declaration of the size it states, whose strings are valid for
-/// as long as the image is loaded.
+/// `decl` is null, or points to at least 12 readable bytes (magic and version) in a loaded image,
+/// and, when they say this ABI version, to a declaration of the size it states, whose strings are
+/// valid for as long as the image is loaded.
 pub(super) unsafe fn read(decl: *const Declaration) -> Result<Declared, LoadError> {
+    if decl.is_null() || !decl.is_aligned() {
+        return Err(LoadError::NoDeclaration);
+    }
     // SAFETY: the caller promises 12 bytes; magic and version are at 0 and 8 in every version.
     let (magic, abi_version) = unsafe { ((*decl).magic, (*decl).abi_version) };
     if magic != MAGIC || abi_version != ABI_VERSION {
         // Refused on these alone: another version's declaration may have no size or panic.
         check_header(magic, abi_version, DECLARATION_MIN_SIZE, PANIC_NONE)?;
     }
-    // SAFETY: this ABI version's declarations have `size` and `panic`, before any hook.
-    let (size, panic) = unsafe { ((*decl).size, (*decl).panic) };
+    // SAFETY: this ABI version's declarations have `size` at 12.
+    let size = unsafe { (*decl).size };
+    check_header(magic, abi_version, size, PANIC_NONE)?;
+    // SAFETY: `size` covers `panic` (at 16) and every required hook, checked just above.
+    let panic = unsafe { (*decl).panic };
     check_header(magic, abi_version, size, panic)?;
     let covers = |offset: usize, len: usize| offset + len <= size as usize;
-    // SAFETY: the size covers every required field (checked above), and each optional one is
-    // read only when it covers that one too; nothing here makes a reference to the whole
-    // declaration, which may be shorter than this host's. The strings are `'static` in the image.
+    // SAFETY: the size covers every required field, and each optional one is read only when it
+    // covers that one too; each read is of one field, through the raw pointer, never a reference
+    // to the whole declaration (which may be shorter than this host's). A required hook is read
+    // as an `Option` (the same layout) because C can leave it null. The strings are `'static` in
+    // the image.
     unsafe {
+        let on_init = (&raw const (*decl).on_init).cast::<Option<InitFn>>().read();
+        let on_handle = (&raw const (*decl).on_handle)
+            .cast::<Option<HandleFn>>()
+            .read();
+        let on_drop = (&raw const (*decl).on_drop).cast::<Option<DropFn>>().read();
+        let (Some(on_init), Some(on_handle), Some(on_drop)) = (on_init, on_handle, on_drop) else {
+            return Err(LoadError::MissingHook);
+        };
         let on_save = if covers(
             offset_of!(Declaration, on_save),
             size_of::<Option<SaveFn>>(),
@@ -100,9 +116,9 @@ pub(super) unsafe fn read(decl: *const Declaration) -> Result<Declared, LoadErro
             name: text((*decl).name.as_slice()),
             version: text((*decl).version.as_slice()),
             hooks: Hooks {
-                on_init: (*decl).on_init,
-                on_handle: (*decl).on_handle,
-                on_drop: (*decl).on_drop,
+                on_init,
+                on_handle,
+                on_drop,
                 on_save,
                 on_restore,
             },

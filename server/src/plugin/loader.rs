@@ -238,7 +238,10 @@ impl Generation {
             (_, None, None) if call.timed_out() => return false,
             (Status::OK, None, None) => "the plugin returned no response".to_owned(),
             // The plugin's glue already logged the panic message through the host.
-            (_, None, None) => String::new(),
+            (Status::PANICKED, None, None) => String::new(),
+            (status, None, None) => {
+                format!("the plugin failed (status {}) without answering", status.0)
+            }
         };
         if !why.is_empty() {
             tracing::error!(plugin = %self.name, generation = self.number, target = request.target(), "{why}");

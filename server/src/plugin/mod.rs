@@ -23,6 +23,7 @@ pub use loader::{Generation, PluginFile};
 pub use registry::{
     LATENCY_BUCKETS_US, PluginCounts, PluginInfo, Quarantined, Registry, RouteSpec, plugin_name,
 };
+pub use shadow::sweep as sweep_shadow_copies;
 pub use watch::{Change, WatchSpec, Watcher, watch};
 
 /// Why a plugin file was refused. The registry logs it with the plugin's name and file.
@@ -77,6 +78,9 @@ pub enum LoadError {
         /// The least this host reads.
         min: u32,
     },
+    /// A required hook (`on_init`, `on_handle`, `on_drop`) is null.
+    #[error("the plugin's declaration leaves a required hook (on_init, on_handle, on_drop) null")]
+    MissingHook,
     /// The plugin was built with `panic = "abort"`: its first panic would abort the host.
     #[error(
         "the plugin was built with panic = \"abort\", but this host needs panic = \"unwind\" \

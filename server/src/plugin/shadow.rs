@@ -40,6 +40,7 @@ impl Shadow {
     /// # Errors
     /// The directory or the file cannot be made or written; the message names the path.
     pub fn write(parent: &Path, name: &str, bytes: &[u8]) -> Result<Shadow, String> {
+        check_parent(parent)?;
         let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
         let template = parent.join(format!(
             "mini-async-http-{}-{serial}-XXXXXX",
@@ -74,6 +75,54 @@ impl Drop for Shadow {
         let _ = std::fs::remove_file(&self.file);
         let _ = std::fs::remove_dir(&self.dir);
     }
+}
+
+/// Removes what a process that died during a load (killed, or crashed in a plugin's
+/// constructors) left of its shadow copies under `parent`: the directories named for `pid` that
+/// belong to this user, and the one file in each. Called by the supervisor for each server
+/// process that ends.
+pub fn sweep(parent: &Path, pid: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let prefix = format!("mini-async-http-{pid}-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let dir = entry.path();
+        // Not followed if it is a link; only our own directories.
+        let ours = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if !ours {
+            continue;
+        }
+        for file in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_file(file.path());
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+/// Refuses a parent anyone may write to that is not sticky: there another user could rename our
+/// private directory away and put theirs in its place between the write and the `dlopen`
+/// (`O_NOFOLLOW` guards only the last component). `/tmp` is sticky.
+fn check_parent(parent: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(parent)
+        .map_err(|e| format!("{}: {e}", parent.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        return Err(format!(
+            "{}: anyone may write to it and it is not sticky, so another user could replace the \
+             copy; set TMPDIR to a private directory",
+            parent.display()
+        ));
+    }
+    Ok(())
 }
 
 /// `mkdtemp(3)`: replaces the trailing `XXXXXX` of `template` and creates that directory, mode
@@ -117,12 +166,33 @@ mod tests {
     }
 
     #[test]
+    fn a_parent_anyone_may_write_to_must_be_sticky() {
+        let parent = std::env::temp_dir().join(format!("mah-shadow-test-{}", std::process::id()));
+        std::fs::create_dir_all(&parent).unwrap();
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Shadow::write(&parent, "demo", b"x").err().unwrap();
+        assert!(err.contains("not sticky"), "{err}");
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(Shadow::write(&parent, "demo", b"x").is_ok());
+        std::fs::remove_dir(&parent).unwrap();
+    }
+
+    #[test]
+    fn the_copies_of_a_dead_process_are_swept() {
+        let parent = std::env::temp_dir();
+        // A copy left as a process killed during its load would leave it.
+        let left = Shadow::write(&parent, "demo", b"x").unwrap();
+        let dir = left.path().parent().unwrap().to_owned();
+        std::mem::forget(left);
+        assert!(dir.exists());
+        sweep(&parent, std::process::id());
+        assert!(!dir.exists(), "{} not swept", dir.display());
+    }
+
+    #[test]
     fn a_missing_parent_is_an_error_naming_it() {
         let parent = Path::new("/nonexistent-mah-parent");
         let err = Shadow::write(parent, "demo", b"x").err().unwrap();
-        assert!(
-            err.contains("/nonexistent-mah-parent/mini-async-http-"),
-            "{err}"
-        );
+        assert!(err.starts_with("/nonexistent-mah-parent: "), "{err}");
     }
 }

@@ -50,6 +50,8 @@ impl Supervisor {
             return;
         };
         let _ = self.poll.registry().deregister(&mut process.channel);
+        // A process killed during a load leaves its shadow copy behind: nobody else removes it.
+        crate::plugin::sweep_shadow_copies(&std::env::temp_dir(), process.pid);
         if let Some(last) = &process.last {
             self.retired.retire(last);
         }
