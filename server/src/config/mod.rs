@@ -75,7 +75,8 @@ pub struct Config {
     pub routes: Vec<RouteSpec>,
     /// Each plugin's `[plugins.NAME]` table, as TOML text for its init.
     pub plugin_settings: BTreeMap<String, String>,
-    /// How long the plugins folder must be quiet before a changed file is reloaded.
+    /// How long a changed file must be quiet before it is reloaded, when its writer keeps it open;
+    /// a file closed by its writer or renamed into place is reloaded at once.
     pub reload_debounce: Duration,
     /// The log level when `RUST_LOG` is not set: error, warn, info, debug or trace.
     pub log_level: String,

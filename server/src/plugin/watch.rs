@@ -1,9 +1,11 @@
 //! Watching the plugins folder and the configuration file for changes.
 //!
 //! The watch is on the *folders*, not the files: a watch on a file dies when the file is replaced
-//! by a rename, which is how editors save and how `mv` installs. Compilers and `cp` write a file in
-//! several steps, so events for one path are coalesced until the path has been quiet for a while;
-//! then the file is read and hashed, and only a real change is reported. A half-written file that
+//! by a rename, which is how editors save and how `mv` installs. A file is complete when its
+//! writer closes it (inotify's `IN_CLOSE_WRITE`) or when it is renamed into place
+//! (`IN_MOVED_TO`): it is read at once. A writer that keeps the file open writes it in several
+//! steps, so other events for one path are coalesced until the path has been quiet for a while.
+//! Then the file is read and hashed, and only a real change is reported. A half-written file that
 //! pauses longer than the quiet period is still safe: the loader refuses a truncated library.
 
 use std::collections::{HashMap, HashSet};
@@ -12,7 +14,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use notify::{RecursiveMode, Watcher as _};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher as _};
 
 use crate::plugin::{PluginFile, plugin_name};
 
@@ -90,12 +93,15 @@ pub fn watch(
                         due.saturating_duration_since(now)
                     });
                 match incoming.recv_timeout(timeout) {
-                    // Reads (ours included: hashing a file opens it) are not changes.
-                    Ok(Ok(event)) if event.kind.is_access() => {}
                     Ok(Ok(event)) => {
+                        let due = match complete(&event.kind) {
+                            Some(true) => Instant::now(),
+                            Some(false) => Instant::now() + quiet,
+                            None => continue,
+                        };
                         for path in event.paths {
                             if relevant(&path) {
-                                pending.insert(path, Instant::now() + quiet);
+                                pending.insert(path, due);
                             }
                         }
                     }
@@ -119,6 +125,18 @@ pub fn watch(
         })
         .map_err(|e| notify::Error::generic(&e.to_string()))?;
     Ok(Watcher { _notify: notify })
+}
+
+/// `Some(true)` for an event after which its file is complete (closed by its writer, or renamed
+/// into place), `Some(false)` for another change (more may follow), `None` for reads (ours
+/// included: hashing a file opens it), which are not changes.
+fn complete(kind: &EventKind) -> Option<bool> {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(true),
+        EventKind::Access(_) => None,
+        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => Some(true),
+        _ => Some(false),
+    }
 }
 
 /// What a quiet path amounts to, if anything changed.
@@ -153,4 +171,33 @@ fn settle(
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, DataChange};
+
+    use super::*;
+
+    #[test]
+    fn a_file_is_complete_when_closed_after_writing_or_moved_in() {
+        let close_write = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let moved_in = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        for kind in [close_write, moved_in, renamed] {
+            assert_eq!(complete(&kind), Some(true), "{kind:?}");
+        }
+        let written = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        let created = EventKind::Create(CreateKind::File);
+        for kind in [
+            written,
+            created,
+            EventKind::Remove(notify::event::RemoveKind::File),
+        ] {
+            assert_eq!(complete(&kind), Some(false), "{kind:?}");
+        }
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        let opened = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        assert_eq!((complete(&read), complete(&opened)), (None, None));
+    }
 }

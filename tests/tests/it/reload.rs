@@ -115,6 +115,20 @@ fn a_broken_new_version_leaves_the_old_one_serving_until_a_good_one_comes() {
 }
 
 #[test]
+fn a_file_closed_by_its_writer_or_moved_in_is_reloaded_at_once() {
+    // A quiet period longer than this test waits: only the file's completion can trigger these.
+    let (a, b) = flip_variants();
+    let host = start_flip("reload_debounce_ms = 60000\n");
+    let mut c = host.connect();
+    std::fs::write(host.plugins().join("libflip.so"), bytes(b)).unwrap();
+    host.wait_for_log("plugin flip: generation 2 loaded", WAIT);
+    assert_eq!(c.get("/flip").text(), "b");
+    install_by_rename(&host.plugins(), "libflip.so", &bytes(a));
+    host.wait_for_log("plugin flip: generation 3 loaded", WAIT);
+    assert_eq!(c.get("/flip").text(), "a");
+}
+
+#[test]
 fn a_half_written_file_is_never_served_half() {
     let (_, b) = flip_variants();
     let host = start_flip(QUICK);
