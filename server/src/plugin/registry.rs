@@ -98,8 +98,30 @@ struct Mounted {
     mount: Arc<Mount>,
     /// The file in the folder, while there is one.
     file: Option<PathBuf>,
-    /// The hash of the file last tried, loaded or not: an unchanged file is not tried again.
-    tried_sha256: Option<String>,
+    /// The content last tried, and how that went: an unchanged file is not tried again, except
+    /// by a scan (SIGHUP) after it failed.
+    tried: Tried,
+}
+
+/// The file content a mount last tried, by its SHA-256, and how that went.
+enum Tried {
+    /// Nothing, or to be tried again whatever the content (its settings changed, its quarantine
+    /// was lifted).
+    Nothing,
+    /// Loaded (or loading).
+    Loaded(String),
+    /// Refused: what it needed may have been missing (a folder, a file its init reads), so a
+    /// scan tries the same bytes again.
+    Failed(String),
+}
+
+impl Tried {
+    fn sha256(&self) -> Option<&str> {
+        match self {
+            Tried::Nothing => None,
+            Tried::Loaded(sha) | Tried::Failed(sha) => Some(sha),
+        }
+    }
 }
 
 /// One plugin name, and the generation serving it (none while it failed to load).
@@ -257,8 +279,9 @@ impl Registry {
         &self.dir
     }
 
-    /// Loads every `*.so` at the top of the folder that is new or changed, and unmounts plugins
-    /// whose file is gone. Returns the refusals, by file.
+    /// Loads every `*.so` at the top of the folder that is new or changed, or whose last load
+    /// failed (what it needed may be there now: SIGHUP runs this), and unmounts plugins whose file
+    /// is gone. Returns the refusals, by file.
     pub fn scan(&self) -> Vec<(PathBuf, LoadError)> {
         let mut refused = Vec::new();
         let mut present = Vec::new();
@@ -277,7 +300,12 @@ impl Registry {
         }
         present.sort();
         for path in &present {
-            if let Err(e) = self.load(path) {
+            let tried = PluginFile::read(path)
+                .inspect_err(
+                    |e| tracing::warn!(file = %path.display(), "cannot load a plugin: {e}"),
+                )
+                .and_then(|file| self.try_file(file, true));
+            if let Err(e) = tried {
                 refused.push((path.clone(), e));
             }
         }
@@ -311,6 +339,12 @@ impl Registry {
     /// # Errors
     /// Why the file was refused (also logged).
     pub fn load_file(&self, file: PluginFile) -> Result<(), LoadError> {
+        self.try_file(file, false)
+    }
+
+    /// [`load_file`](Self::load_file); `retry`: try the file again if its last load failed, even
+    /// when it has not changed.
+    fn try_file(&self, file: PluginFile, retry: bool) -> Result<(), LoadError> {
         let path = file.path.as_path();
         let Some(name) = plugin_name(path) else {
             return Err(LoadError::Read(
@@ -332,7 +366,7 @@ impl Registry {
                 .or_insert_with(|| Mounted {
                     mount: Arc::new(Mount::new(self.bulkheads.get(name))),
                     file: None,
-                    tried_sha256: None,
+                    tried: Tried::Nothing,
                 });
             if let Some(other) = entry.file.as_deref()
                 && other != path
@@ -345,13 +379,14 @@ impl Registry {
             }
             let new_file = entry.file.as_deref() != Some(path);
             entry.file = Some(path.to_owned());
-            if entry.tried_sha256.as_deref() == Some(&file.sha256) {
+            let again = retry && matches!(entry.tried, Tried::Failed(_));
+            if entry.tried.sha256() == Some(&file.sha256) && !again {
                 if new_file {
                     self.rebuild(inner);
                 }
                 return Ok(());
             }
-            entry.tried_sha256 = Some(file.sha256.clone());
+            entry.tried = Tried::Loaded(file.sha256.clone());
             let quarantined = inner
                 .quarantine
                 .iter()
@@ -370,6 +405,7 @@ impl Registry {
                     plugin = name,
                     "plugin {name}: {file_name} is quarantined: not loaded"
                 );
+                entry.tried = Tried::Failed(file.sha256.clone());
                 return Err(LoadError::Quarantined);
             }
             (settings, number, Arc::clone(&entry.mount))
@@ -404,6 +440,9 @@ impl Registry {
             }
             Err(e) => {
                 mount.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = inner.mounts.get_mut(name) {
+                    m.tried = Tried::Failed(file.sha256.clone());
+                }
                 self.rebuild(&mut inner);
                 match &old {
                     Some(g) => tracing::error!(
@@ -451,10 +490,10 @@ impl Registry {
                         g.number
                     );
                 } else if m.mount.quarantined.load(Ordering::Relaxed)
-                    && !m.tried_sha256.as_deref().is_some_and(hit)
+                    && !m.tried.sha256().is_some_and(hit)
                 {
                     m.mount.quarantined.store(false, Ordering::Relaxed);
-                    m.tried_sha256 = None;
+                    m.tried = Tried::Nothing;
                 }
             }
             inner.quarantine = list;
@@ -482,7 +521,7 @@ impl Registry {
         self.lock()
             .mounts
             .values()
-            .filter_map(|m| Some((m.file.clone()?, m.tried_sha256.clone()?)))
+            .filter_map(|m| Some((m.file.clone()?, m.tried.sha256()?.to_owned())))
             .collect()
     }
 
@@ -496,7 +535,7 @@ impl Registry {
             let mut changed = Vec::new();
             for (name, m) in inner.mounts.iter_mut() {
                 if old.get(name) != inner.settings.get(name) {
-                    m.tried_sha256 = None;
+                    m.tried = Tried::Nothing;
                     changed.extend(m.file.clone());
                 }
             }

@@ -225,6 +225,31 @@ fn sighup_reloads_everything() {
 }
 
 #[test]
+fn sighup_retries_a_plugin_whose_last_load_failed_even_when_its_file_did_not_change() {
+    // static-files refuses to start while its root folder is missing; the bytes are the same
+    // when the folder comes, so only a retry on demand brings the plugin back.
+    let dir = HostProcess::prepare(&["libstatic_files.so"], "");
+    let www = dir.join("www");
+    let config = format!(
+        "[plugins.static_files]\nroot = {:?}\n",
+        www.display().to_string()
+    );
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    let host = HostProcess::spawn(&dir, &[]).ready();
+    let line = host.wait_for_log("plugin static_files: refused libstatic_files.so", WAIT);
+    assert!(
+        line.contains("is not a folder") || line.contains("root"),
+        "{line}"
+    );
+    assert_eq!(host.connect().get("/static_files/a.txt").status, 503);
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("a.txt"), "here now").unwrap();
+    host.signal("HUP");
+    host.wait_for_log("plugin static_files: generation 1 loaded", WAIT);
+    assert_eq!(host.connect().get("/static_files/a.txt").text(), "here now");
+}
+
+#[test]
 fn the_counter_keeps_its_count_across_a_rebuild() {
     let host = HostProcess::start(&["libcounter.so"], QUICK);
     let mut c = host.connect();
