@@ -236,8 +236,10 @@ def parse_wrk(out):
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if m:
         errors += int(m.group(1))
+    m = re.search(r"^\s+Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out, re.M)
+    max_ms = float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
     return {"requests": requests, "rps": rps, "p50_ms": latency(50), "p99_ms": latency(99),
-            "errors": errors}
+            "max_ms": max_ms, "errors": errors}
 
 
 def run_wrk(server, workload, duration):
