@@ -7,7 +7,8 @@
 //!
 //! Routing: every plugin `NAME` found in the folder is mounted at `/NAME`, and `[[routes]]` mount
 //! plugins at other prefixes. The longest prefix wins, matched on path-segment boundaries (`/hello`
-//! serves `/hello` and `/hello/x`, not `/helloworld`). No route: 404. A route whose plugin is not
+//! serves `/hello` and `/hello/x`, not `/helloworld`). `OPTIONS *` is the host's: 200 with
+//! `Allow`. No route: 404. A route whose plugin is not
 //! loaded: 503.
 
 use std::collections::BTreeMap;
@@ -374,7 +375,7 @@ impl Registry {
             {
                 // `hello.so` beside `libhello.so`: one name, two files. The first one stays.
                 let e = LoadError::Duplicate(other.display().to_string());
-                tracing::warn!(plugin = name, "plugin {name}: ignored {file_name}: {e}");
+                tracing::warn!("plugin {name}: ignored {file_name}: {e}");
                 return Err(e);
             }
             let new_file = entry.file.as_deref() != Some(path);
@@ -394,17 +395,13 @@ impl Registry {
             let was_quarantined = entry.mount.quarantined.swap(quarantined, Ordering::Relaxed);
             if was_quarantined && !quarantined {
                 tracing::info!(
-                    plugin = name,
                     "plugin {name}: {file_name} is a new file: the quarantine of the old one does \
                      not apply"
                 );
             }
             if quarantined {
                 // The supervisor logged it once; each process that skips it says so at debug.
-                tracing::debug!(
-                    plugin = name,
-                    "plugin {name}: {file_name} is quarantined: not loaded"
-                );
+                tracing::debug!("plugin {name}: {file_name} is quarantined: not loaded");
                 entry.tried = Tried::Failed(file.sha256.clone());
                 return Err(LoadError::Quarantined);
             }
@@ -432,8 +429,6 @@ impl Registry {
                 inner.next_numbers.insert(name.to_owned(), number + 1);
                 self.rebuild(&mut inner);
                 tracing::info!(
-                    plugin = name,
-                    generation = number,
                     "plugin {name}: generation {number} loaded from {file_name} (sha {sha}…, version {version}, ABI {ABI_VERSION}) in {ms:.1} ms",
                 );
                 Ok(())
@@ -446,12 +441,11 @@ impl Registry {
                 self.rebuild(&mut inner);
                 match &old {
                     Some(g) => tracing::error!(
-                        plugin = name,
                         "plugin {name}: reload from {file_name} failed: {e}; generation {} keeps serving",
                         g.number
                     ),
                     None => {
-                        tracing::error!(plugin = name, "plugin {name}: refused {file_name}: {e}")
+                        tracing::error!("plugin {name}: refused {file_name}: {e}")
                     }
                 }
                 Err(e)
@@ -485,7 +479,6 @@ impl Registry {
                     m.mount.quarantined.store(true, Ordering::Relaxed);
                     dropped.extend(m.mount.current.swap(None));
                     tracing::info!(
-                        plugin = %name,
                         "plugin {name}: generation {} unloaded: quarantined",
                         g.number
                     );
@@ -591,13 +584,12 @@ impl Registry {
         match dropped {
             Some(g) => {
                 tracing::info!(
-                    plugin = name,
                     "plugin {name}: unmounted (generation {} is dropped when its last request ends)",
                     g.number
                 );
                 self.reaper.retire(g);
             }
-            None => tracing::info!(plugin = name, "plugin {name}: unmounted"),
+            None => tracing::info!("plugin {name}: unmounted"),
         }
     }
 
@@ -669,6 +661,12 @@ impl Registry {
         call: &mut Call<'_>,
         served: &mut Option<(String, u64)>,
     ) -> Option<(u16, u64)> {
+        if request.target() == "*" {
+            // RFC 9110 §9.3.7: `OPTIONS *` asks about the server, not a resource: the host answers.
+            // (The parser refuses `*` with any other method.)
+            call.respond(server_options().view());
+            return call.answered();
+        }
         let table = self.table.load();
         let path = request.path();
         let Some((prefix, mount, name)) = table.routes.iter().find(|(p, _, _)| matches(p, path))
@@ -755,6 +753,14 @@ fn matches(prefix: &str, path: &str) -> bool {
         || path
             .strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The answer to `OPTIONS *`: the methods the host passes to its plugins.
+fn server_options() -> Response {
+    ResponseBuilder::new(200)
+        .header("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+        .build()
+        .expect("a constant response is valid")
 }
 
 fn plain(status: u16, body: impl Into<Vec<u8>>) -> Response {

@@ -16,6 +16,11 @@ fn hello_says_hello() {
         line.contains("ABI 4") && line.contains("version 0.1.0") && line.contains(" ms"),
         "{line}"
     );
+    // One message per event: the name and generation are said once, in the message.
+    assert!(
+        !line.contains("plugin=") && !line.contains("generation="),
+        "{line}"
+    );
 }
 
 #[test]

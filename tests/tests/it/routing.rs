@@ -60,3 +60,23 @@ fn a_root_route_catches_everything_else() {
     assert_eq!(c.get("/").text(), "Hello");
     assert!(c.get("/echo/x").text().starts_with("GET /echo/x"));
 }
+
+#[test]
+fn options_star_is_answered_by_the_host_not_a_plugin() {
+    // Even with a plugin mounted at the root, `*` is about the server.
+    let host = HostProcess::start(
+        &["libhello.so"],
+        "[[routes]]\nprefix = \"/\"\nplugin = \"hello\"\n",
+    );
+    let mut c = host.connect();
+    c.send("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.reply();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.header("allow")
+            .is_some_and(|a| a.contains("OPTIONS") && a.contains("GET")),
+        "{r:?}"
+    );
+    assert!(r.body.is_empty(), "{r:?}");
+    assert_eq!(c.get("/").text(), "Hello");
+}
