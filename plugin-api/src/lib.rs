@@ -135,6 +135,7 @@ mod log;
 mod plugin;
 mod request;
 mod response;
+mod router;
 mod settings;
 
 pub use body::{Body, BodyReader, BodyWriter, FileBody, Producer, StreamBody};
@@ -144,6 +145,7 @@ pub use log::Level;
 pub use plugin::{InitError, NoConfig, Plugin};
 pub use request::{Header, Request, RequestParts, Version, split_target};
 pub use response::{Error, Response, ResponseBuilder, ResponseView, has_token, reason};
+pub use router::{Params, Route, Router};
 
 /// Items the macros expand to. Not part of the API.
 #[doc(hidden)]

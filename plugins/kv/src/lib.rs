@@ -7,7 +7,8 @@
 //! | `PUT /kv/KEY` with a JSON body | `201` (new) or `200` (replaced), `{"key": KEY, "value": VALUE}` |
 //! | `DELETE /kv/KEY` | `204`, or `404` |
 //! | a body that is not JSON | `400` |
-//! | any other method | `405` with `Allow` |
+//! | any other method | `405` with `Allow` (from [`plugin_api::Router`]) |
+//! | any other path (a key is one path segment) | `404` |
 //!
 //! ```toml
 //! [plugins.kv]
@@ -17,9 +18,9 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{LazyLock, RwLock};
 
-use plugin_api::{InitError, Plugin, Request, Response, ResponseBuilder};
+use plugin_api::{InitError, Params, Plugin, Request, Response, ResponseBuilder, Router};
 use serde_json::{Value, json};
 
 /// `[plugins.kv]`.
@@ -53,44 +54,7 @@ impl Plugin for Kv {
     }
 
     fn handle(&self, request: &Request) -> Response {
-        let key = request.subpath().trim_start_matches('/');
-        match (request.method(), key) {
-            ("GET" | "HEAD", "") => {
-                let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-                json_response(200, &json!({ "keys": map.keys().collect::<Vec<_>>() }))
-            }
-            (_, "") => method_not_allowed("GET, HEAD"),
-            ("GET" | "HEAD", key) => {
-                let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-                match map.get(key) {
-                    Some(value) => json_response(200, &json!({ "key": key, "value": value })),
-                    None => error(404, "no such key"),
-                }
-            }
-            ("PUT", key) => {
-                let Ok(value) = request.json::<Value>() else {
-                    return error(400, "the body is not JSON");
-                };
-                let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-                if !map.contains_key(key) && map.len() >= self.max_keys {
-                    return error(507, "the store is full");
-                }
-                let status = if map.insert(key.to_owned(), value.clone()).is_some() {
-                    200
-                } else {
-                    201
-                };
-                json_response(status, &json!({ "key": key, "value": value }))
-            }
-            ("DELETE", key) => {
-                let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-                match map.remove(key) {
-                    Some(_) => ResponseBuilder::new(204).build().expect("valid"),
-                    None => error(404, "no such key"),
-                }
-            }
-            _ => method_not_allowed("GET, HEAD, PUT, DELETE"),
-        }
+        ROUTES.handle(self, request)
     }
 
     fn save(&self) -> Option<Vec<u8>> {
@@ -105,6 +69,55 @@ impl Plugin for Kv {
     }
 }
 
+/// The API: the router answers `404` for other paths and `405` with `Allow` for other methods.
+static ROUTES: LazyLock<Router<Kv>> = LazyLock::new(|| {
+    Router::new()
+        .get("/", list)
+        .get("/:key", show)
+        .put("/:key", put)
+        .delete("/:key", delete)
+});
+
+fn list(kv: &Kv, _: &Request, _: &Params) -> Response {
+    let map = kv.map.read().unwrap_or_else(|e| e.into_inner());
+    json_response(200, &json!({ "keys": map.keys().collect::<Vec<_>>() }))
+}
+
+fn show(kv: &Kv, _: &Request, params: &Params) -> Response {
+    let key = params.get("key").unwrap_or_default();
+    let map = kv.map.read().unwrap_or_else(|e| e.into_inner());
+    match map.get(key) {
+        Some(value) => json_response(200, &json!({ "key": key, "value": value })),
+        None => error(404, "no such key"),
+    }
+}
+
+fn put(kv: &Kv, request: &Request, params: &Params) -> Response {
+    let key = params.get("key").unwrap_or_default();
+    let Ok(value) = request.json::<Value>() else {
+        return error(400, "the body is not JSON");
+    };
+    let mut map = kv.map.write().unwrap_or_else(|e| e.into_inner());
+    if !map.contains_key(key) && map.len() >= kv.max_keys {
+        return error(507, "the store is full");
+    }
+    let status = if map.insert(key.to_owned(), value.clone()).is_some() {
+        200
+    } else {
+        201
+    };
+    json_response(status, &json!({ "key": key, "value": value }))
+}
+
+fn delete(kv: &Kv, _: &Request, params: &Params) -> Response {
+    let key = params.get("key").unwrap_or_default();
+    let mut map = kv.map.write().unwrap_or_else(|e| e.into_inner());
+    match map.remove(key) {
+        Some(_) => ResponseBuilder::new(204).build().expect("valid"),
+        None => error(404, "no such key"),
+    }
+}
+
 fn json_response(status: u16, value: &Value) -> Response {
     ResponseBuilder::new(status)
         .json(value)
@@ -114,15 +127,6 @@ fn json_response(status: u16, value: &Value) -> Response {
 
 fn error(status: u16, message: &str) -> Response {
     json_response(status, &json!({ "error": message }))
-}
-
-fn method_not_allowed(allow: &str) -> Response {
-    ResponseBuilder::new(405)
-        .content_type("application/json")
-        .header("allow", allow)
-        .body(json!({ "error": "method not allowed" }).to_string())
-        .build()
-        .expect("constant headers are valid")
 }
 
 plugin_api::export_plugin!(Kv);
@@ -161,6 +165,8 @@ mod tests {
             (200, r#"{"keys":["a"]}"#.into())
         );
         assert_eq!(call(&kv, "POST", "/kv/a", b"").0, 405);
+        assert_eq!(call(&kv, "PUT", "/kv", b"1").0, 405);
+        assert_eq!(call(&kv, "GET", "/kv/a/b", b"").0, 404);
         assert_eq!(call(&kv, "DELETE", "/kv/a", b"").0, 204);
         assert_eq!(call(&kv, "DELETE", "/kv/a", b"").0, 404);
     }
