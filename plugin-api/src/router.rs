@@ -46,10 +46,11 @@ impl<S> Default for Router<S> {
     }
 }
 
-/// The parameters a pattern captured, raw (still percent-encoded) as in the path.
+/// The parameters a pattern captured, raw (still percent-encoded) as in the path: literal
+/// segments are compared with the path as sent, too, and a decoded parameter may hold a `/`.
 #[derive(Debug, Default)]
 pub struct Params<'r> {
-    pairs: Vec<(&'static str, &'r str)>,
+    pairs: Vec<(&'r str, &'r str)>,
 }
 
 impl<'r> Params<'r> {
@@ -67,16 +68,17 @@ impl<'r> Params<'r> {
 
 /// One segment of a pattern.
 enum Segment {
-    Literal(String),
-    Param(&'static str),
-    Rest(&'static str),
+    Literal(Box<str>),
+    Param(Box<str>),
+    Rest(Box<str>),
 }
 
 struct Pattern(Vec<Segment>);
 
 impl Pattern {
     /// # Panics
-    /// On a pattern that is not one (see [`Router`]): a bug in the plugin, found at its first load.
+    /// On a pattern that is not one (see [`Router`]): a bug in the plugin, found when its router
+    /// is built (build it in `Plugin::new`, so that this is its first load).
     fn parse(pattern: &str) -> Pattern {
         assert!(
             pattern.starts_with('/'),
@@ -85,10 +87,9 @@ impl Pattern {
         let parts: Vec<&str> = pattern[1..].split('/').filter(|s| !s.is_empty()).collect();
         let mut segments = Vec::with_capacity(parts.len());
         for (i, part) in parts.iter().enumerate() {
-            // Names live as long as the router: leaked once per route, when the router is built.
-            let name = |n: &str| -> &'static str {
+            let name = |n: &str| -> Box<str> {
                 assert!(!n.is_empty(), "an unnamed parameter in {pattern:?}");
-                Box::leak(n.to_owned().into_boxed_str())
+                n.into()
             };
             segments.push(if let Some(n) = part.strip_prefix(':') {
                 Segment::Param(name(n))
@@ -96,19 +97,19 @@ impl Pattern {
                 assert!(i + 1 == parts.len(), "'*' must be last in {pattern:?}");
                 Segment::Rest(name(n))
             } else {
-                Segment::Literal((*part).to_owned())
+                Segment::Literal((*part).into())
             });
         }
         Pattern(segments)
     }
 
     /// The parameters, if `path` matches.
-    fn matches<'r>(&self, path: &'r str) -> Option<Params<'r>> {
+    fn matches<'r>(&'r self, path: &'r str) -> Option<Params<'r>> {
         let mut rest = path.strip_prefix('/').unwrap_or(path);
         let mut params = Params::default();
         for segment in &self.0 {
             if let Segment::Rest(name) = segment {
-                params.pairs.push((name, rest));
+                params.pairs.push((&**name, rest));
                 return Some(params);
             }
             if rest.is_empty() {
@@ -116,8 +117,8 @@ impl Pattern {
             }
             let (part, after) = rest.split_once('/').unwrap_or((rest, ""));
             match segment {
-                Segment::Literal(l) if l == part => {}
-                Segment::Param(name) if !part.is_empty() => params.pairs.push((name, part)),
+                Segment::Literal(l) if &**l == part => {}
+                Segment::Param(name) if !part.is_empty() => params.pairs.push((&**name, part)),
                 _ => return None,
             }
             rest = after;

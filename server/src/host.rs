@@ -235,9 +235,10 @@ impl Reloader {
                     let _ = self.registry.load_file(file);
                 }
                 Some(Job::Change(Change::PluginRemoved(path))) => self.registry.remove(&path),
-                Some(Job::Change(Change::Config)) => self.reload_config(),
+                Some(Job::Change(Change::Config)) => self.reload_config(Load::Now),
                 Some(Job::Everything) => {
-                    self.reload_config();
+                    // The scan loads what the new settings changed, once, with the rest.
+                    self.reload_config(Load::ByScan);
                     self.registry.scan();
                 }
                 Some(Job::Quarantine(files)) => self.registry.set_quarantine(files),
@@ -246,7 +247,7 @@ impl Reloader {
     }
 
     /// Applies a new configuration, or keeps the old one if the new one is refused.
-    fn reload_config(&self) {
+    fn reload_config(&self, load: Load) {
         let Some(path) = &self.config_path else {
             return;
         };
@@ -306,9 +307,21 @@ impl Reloader {
                 .set_policies(new.plugin_limits.clone());
         }
         self.registry.set_access_log(new.access_log);
-        self.registry
-            .reconfigure(new.plugin_settings.clone(), new.routes.clone());
+        self.registry.reconfigure(
+            new.plugin_settings.clone(),
+            new.routes.clone(),
+            load == Load::Now,
+        );
         tracing::info!(file = %path.display(), "configuration reloaded");
         *config = new;
     }
+}
+
+/// When plugins whose settings changed are loaded again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// By the configuration reload itself.
+    Now,
+    /// By the scan that follows it (SIGHUP), which loads every plugin once.
+    ByScan,
 }

@@ -8,7 +8,7 @@
 //! | `DELETE /kv/KEY` | `204`, or `404` |
 //! | a body that is not JSON | `400` |
 //! | any other method | `405` with `Allow` (from [`plugin_api::Router`]) |
-//! | any other path (a key is one path segment) | `404` |
+
 //!
 //! ```toml
 //! [plugins.kv]
@@ -47,6 +47,8 @@ impl Plugin for Kv {
     type Config = Settings;
 
     fn new(settings: Settings) -> Result<Self, InitError> {
+        // A bad route pattern fails this load, not the first request.
+        LazyLock::force(&ROUTES);
         Ok(Kv {
             max_keys: settings.max_keys,
             map: RwLock::new(BTreeMap::new()),
@@ -73,18 +75,34 @@ impl Plugin for Kv {
 static ROUTES: LazyLock<Router<Kv>> = LazyLock::new(|| {
     Router::new()
         .get("/", list)
-        .get("/:key", show)
-        .put("/:key", put)
-        .delete("/:key", delete)
+        .get("/*key", show)
+        .put("/*key", put)
+        .delete("/*key", delete)
 });
+
+/// The key of a `/*key` route; `None` for the store itself (`/kv`, `/kv/`), whose only methods
+/// are `GET` and `HEAD`.
+fn key<'r>(params: &Params<'r>) -> Option<&'r str> {
+    params.get("key").filter(|k| !k.is_empty())
+}
+
+fn only_get() -> Response {
+    ResponseBuilder::new(405)
+        .header("allow", "GET, HEAD")
+        .json(&json!({ "error": "method not allowed" }))
+        .build()
+        .expect("constant headers are valid")
+}
 
 fn list(kv: &Kv, _: &Request, _: &Params) -> Response {
     let map = kv.map.read().unwrap_or_else(|e| e.into_inner());
     json_response(200, &json!({ "keys": map.keys().collect::<Vec<_>>() }))
 }
 
-fn show(kv: &Kv, _: &Request, params: &Params) -> Response {
-    let key = params.get("key").unwrap_or_default();
+fn show(kv: &Kv, request: &Request, params: &Params) -> Response {
+    let Some(key) = key(params) else {
+        return list(kv, request, params);
+    };
     let map = kv.map.read().unwrap_or_else(|e| e.into_inner());
     match map.get(key) {
         Some(value) => json_response(200, &json!({ "key": key, "value": value })),
@@ -93,7 +111,9 @@ fn show(kv: &Kv, _: &Request, params: &Params) -> Response {
 }
 
 fn put(kv: &Kv, request: &Request, params: &Params) -> Response {
-    let key = params.get("key").unwrap_or_default();
+    let Some(key) = key(params) else {
+        return only_get();
+    };
     let Ok(value) = request.json::<Value>() else {
         return error(400, "the body is not JSON");
     };
@@ -110,7 +130,9 @@ fn put(kv: &Kv, request: &Request, params: &Params) -> Response {
 }
 
 fn delete(kv: &Kv, _: &Request, params: &Params) -> Response {
-    let key = params.get("key").unwrap_or_default();
+    let Some(key) = key(params) else {
+        return only_get();
+    };
     let mut map = kv.map.write().unwrap_or_else(|e| e.into_inner());
     match map.remove(key) {
         Some(_) => ResponseBuilder::new(204).build().expect("valid"),
@@ -166,7 +188,12 @@ mod tests {
         );
         assert_eq!(call(&kv, "POST", "/kv/a", b"").0, 405);
         assert_eq!(call(&kv, "PUT", "/kv", b"1").0, 405);
-        assert_eq!(call(&kv, "GET", "/kv/a/b", b"").0, 404);
+        assert_eq!(
+            call(&kv, "GET", "/kv/a/b", b"").0,
+            404,
+            "a key may hold '/'"
+        );
+        assert_eq!(call(&kv, "DELETE", "/kv/", b"").0, 405);
         assert_eq!(call(&kv, "DELETE", "/kv/a", b"").0, 204);
         assert_eq!(call(&kv, "DELETE", "/kv/a", b"").0, 404);
     }

@@ -519,8 +519,14 @@ impl Registry {
     }
 
     /// Replaces the per-plugin settings and the routes; plugins whose settings changed are
-    /// reloaded with the new ones (the old generation keeps serving if that fails).
-    pub fn reconfigure(&self, settings: BTreeMap<String, String>, routes: Vec<RouteSpec>) {
+    /// reloaded with the new ones (the old generation keeps serving if that fails), now when
+    /// `load`, else by the next [`scan`](Self::scan).
+    pub fn reconfigure(
+        &self,
+        settings: BTreeMap<String, String>,
+        routes: Vec<RouteSpec>,
+        load: bool,
+    ) {
         let changed: Vec<PathBuf> = {
             let mut guard = self.lock();
             let inner = &mut *guard;
@@ -536,8 +542,10 @@ impl Registry {
             self.rebuild(inner);
             changed
         };
-        for path in changed {
-            let _ = self.load(&path);
+        if load {
+            for path in changed {
+                let _ = self.load(&path);
+            }
         }
     }
 

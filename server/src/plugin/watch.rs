@@ -3,7 +3,7 @@
 //! The watch is on the *folders*, not the files: a watch on a file dies when the file is replaced
 //! by a rename, which is how editors save and how `mv` installs. A file is complete when its
 //! writer closes it (inotify's `IN_CLOSE_WRITE`) or when it is renamed into place
-//! (`IN_MOVED_TO`): it is read at once. A writer that keeps the file open writes it in several
+//! (`IN_MOVED_TO`): it is read at once (after 10 ms in which no other writer writes to it). A writer that keeps the file open writes it in several
 //! steps, so other events for one path are coalesced until the path has been quiet for a while.
 //! Then the file is read and hashed, and only a real change is reported. A half-written file that
 //! pauses longer than the quiet period is still safe: the loader refuses a truncated library.
@@ -94,13 +94,23 @@ pub fn watch(
                     });
                 match incoming.recv_timeout(timeout) {
                     Ok(Ok(event)) => {
-                        let due = match complete(&event.kind) {
-                            Some(true) => Instant::now(),
-                            Some(false) => Instant::now() + quiet,
-                            None => continue,
+                        let Some(done) = complete(&event.kind) else {
+                            continue;
                         };
-                        for path in event.paths {
+                        // A rename's first path is the old name: gone, not complete. It waits
+                        // the quiet period like a removal, so that `mv` aside and a copy in
+                        // are one reload with the state handed over.
+                        let renamed = matches!(
+                            event.kind,
+                            EventKind::Modify(ModifyKind::Name(RenameMode::Both))
+                        );
+                        for (i, path) in event.paths.into_iter().enumerate() {
                             if relevant(&path) {
+                                let due = if done && !(renamed && i == 0) {
+                                    Instant::now() + CLOSE_GRACE
+                                } else {
+                                    Instant::now() + quiet
+                                };
                                 pending.insert(path, due);
                             }
                         }
@@ -126,6 +136,10 @@ pub fn watch(
         .map_err(|e| notify::Error::generic(&e.to_string()))?;
     Ok(Watcher { _notify: notify })
 }
+
+/// How long a file closed by its writer (or moved in) waits before it is read: a write by another
+/// writer meanwhile puts it back on the quiet period.
+const CLOSE_GRACE: Duration = Duration::from_millis(10);
 
 /// `Some(true)` for an event after which its file is complete (closed by its writer, or renamed
 /// into place), `Some(false)` for another change (more may follow), `None` for reads (ours

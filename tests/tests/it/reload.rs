@@ -265,6 +265,36 @@ fn the_counter_keeps_its_count_across_a_rebuild() {
     assert_eq!(c.get("/counter").text(), "3");
 }
 
+#[test]
+fn moving_the_old_file_aside_and_copying_a_new_one_in_hands_the_state_over() {
+    // `mv libcounter.so libcounter.so.bak; cp new libcounter.so`: the move is not a removal to
+    // act on at once, so the copy replaces the generation (state included) instead of following
+    // an unmount.
+    // The copy comes a moment after the move (as a person typing would), well inside the quiet
+    // period.
+    let host = HostProcess::start(&["libcounter.so"], "reload_debounce_ms = 2000\n");
+    let mut c = host.connect();
+    for expected in 0..3 {
+        assert_eq!(c.get("/counter").text(), expected.to_string());
+    }
+    let file = host.plugins().join("libcounter.so");
+    let mut rebuilt = bytes(&file);
+    rebuilt.extend_from_slice(b"\0rebuilt");
+    std::fs::rename(&file, host.plugins().join("libcounter.so.bak")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(&file, &rebuilt).unwrap();
+    host.wait_for_log("plugin counter: generation 2 loaded", WAIT);
+    host.wait_for_log("count restored at 3", WAIT);
+    assert_eq!(c.get("/counter").text(), "3");
+    assert!(
+        !host
+            .log()
+            .iter()
+            .any(|l| l.contains("plugin counter: unmounted")),
+        "unmounted in between"
+    );
+}
+
 /// The acceptance test: clients hammer the plugin over keep-alive connections while its file is
 /// replaced 20 times between two builds; every request gets a complete 200 from one of them.
 #[test]
