@@ -441,12 +441,22 @@ impl HostProcess {
     /// # Panics
     /// If `kill` cannot be run.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
+        send_signal(signal, self.child.id());
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`…) to the supervisor's (first) server process, as a crash or
+    /// a hang would strike it; returns its pid.
+    ///
+    /// # Panics
+    /// If there is no server process, or `kill` fails.
+    pub fn signal_server(&self, signal: &str) -> u32 {
+        let pid = self
+            .pids()
+            .into_iter()
+            .find(|&p| p != self.pid())
+            .expect("a server process");
+        send_signal(signal, pid);
+        pid
     }
 
     /// Waits for the host to exit, at most `timeout`; returns its exit code.
@@ -486,4 +496,14 @@ impl Drop for HostProcess {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `kill -SIGNAL pid`.
+fn send_signal(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
 }

@@ -223,16 +223,7 @@ fn a_process_that_cannot_drain_is_killed_and_the_plugin_named() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let child = host
-        .pids()
-        .into_iter()
-        .find(|&p| p != host.pid())
-        .expect("a server process");
-    let stopped = std::process::Command::new("kill")
-        .args(["-STOP", &child.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(stopped.success());
+    host.signal_server("STOP");
     host.signal("TERM");
     assert_eq!(host.wait_exit(WAIT), Some(1));
     let line = host.wait_for_log("still busy", WAIT);

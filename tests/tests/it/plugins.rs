@@ -141,16 +141,7 @@ fn shadow_copies_leave_nothing_on_disk_even_after_sigkill() {
     assert_eq!(listing(), Vec::<String>::new(), "while serving");
     // SIGKILL for the server process: no exit path runs. The supervisor starts another, which
     // loads every plugin again.
-    let child = host
-        .pids()
-        .into_iter()
-        .find(|&p| p != host.pid())
-        .expect("a server process");
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &child.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
+    host.signal_server("KILL");
     host.wait_for_nth_log(") serving", 2, std::time::Duration::from_secs(20));
     assert_eq!(host.connect().get("/hello").text(), "Hello");
     assert_eq!(
