@@ -1,5 +1,6 @@
-//! The admin pages, rendered from an [`Overview`]: `/metrics` (Prometheus text), `/status` (JSON)
-//! and `/` (HTML). What they show is gathered in `mod.rs`.
+//! The admin pages, rendered from an [`Overview`]: `/metrics` (Prometheus text), `/status` (JSON),
+//! `/` (HTML), and the probes `/healthz` (alive) and `/readyz` (ready to take traffic). What they
+//! show is gathered in `mod.rs`.
 
 use std::fmt::Write as _;
 
@@ -16,6 +17,17 @@ pub fn handler(
     overview: impl Fn() -> Option<Overview> + Send + Sync + 'static,
 ) -> impl Fn(&Request<'_>) -> Response + Send + Sync + 'static {
     move |request| {
+        if let path @ ("/healthz" | "/readyz") = request.path() {
+            let (code, body) = match overview() {
+                None => (503, "the supervisor did not answer in time\n".to_owned()),
+                Some(_) if path == "/healthz" => (200, "ok\n".to_owned()),
+                Some(o) => match not_ready(&o) {
+                    None => (200, "ready\n".to_owned()),
+                    Some(why) => (503, why),
+                },
+            };
+            return respond(code, "text/plain; charset=utf-8", body);
+        }
         let (content_type, render): (&str, fn(&Overview) -> String) = match request.path() {
             "/metrics" => ("text/plain; version=0.0.4", metrics),
             "/status" => ("application/json", |o| status(o).to_string()),
@@ -29,13 +41,37 @@ pub fn handler(
             }
             None => (503, "the supervisor did not answer in time\n".to_owned()),
         };
-        ResponseBuilder::new(code)
-            .content_type(content_type)
-            .header("cache-control", "no-store")
-            .body(body)
-            .build()
-            .unwrap_or_else(|_| crate::worker::internal_error())
+        respond(code, content_type, body)
     }
+}
+
+fn respond(code: u16, content_type: &str, body: String) -> Response {
+    ResponseBuilder::new(code)
+        .content_type(content_type)
+        .header("cache-control", "no-store")
+        .body(body)
+        .build()
+        .unwrap_or_else(|_| crate::worker::internal_error())
+}
+
+/// Why the server should not be sent traffic now, a line each; `None` when it is ready: a server
+/// process serves, none is stopping (draining), and every plugin in the folder is loaded.
+fn not_ready(o: &Overview) -> Option<String> {
+    let mut why = String::new();
+    if !o.processes.iter().any(|p| p.state == "serving") {
+        why.push_str("no server process is serving\n");
+    }
+    if o.processes.iter().any(|p| p.state == "stopping") {
+        why.push_str("draining: the server is stopping\n");
+    }
+    for p in o
+        .plugins
+        .iter()
+        .filter(|p| p.file.is_some() && p.generation.is_none())
+    {
+        let _ = writeln!(why, "plugin {} is not loaded", p.name);
+    }
+    (!why.is_empty()).then_some(why)
 }
 
 /// The Prometheus text exposition format (version 0.0.4).

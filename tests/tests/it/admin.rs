@@ -93,3 +93,29 @@ fn the_status_page_renders_in_a_headless_browser() {
         );
     }
 }
+
+#[test]
+fn healthz_says_alive_and_readyz_says_whether_every_plugin_is_loaded() {
+    let (host, admin, _open) = start();
+    let mut c = Client::connect(admin);
+    let r = c.get("/healthz");
+    assert_eq!((r.status, r.text()), (200, "ok\n"));
+    let r = c.get("/readyz");
+    assert_eq!((r.status, r.text()), (200, "ready\n"));
+    // A plugin that cannot load: alive, not ready, and the answer names it.
+    std::fs::copy(
+        integration_tests::artifact("libinit_fails.so"),
+        host.plugins().join("libinit_fails.so"),
+    )
+    .unwrap();
+    host.wait_for_log(
+        "plugin init_fails: refused libinit_fails.so",
+        std::time::Duration::from_secs(20),
+    );
+    assert_eq!(c.get("/healthz").status, 200);
+    let r = c.get("/readyz");
+    assert_eq!(
+        (r.status, r.text()),
+        (503, "plugin init_fails is not loaded\n")
+    );
+}
