@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 
-from run import (CLK_TCK, PAGE_KIB, ROOT, Server, ensure_tools, log, parse_wrk, wait_idle,
+from run import (CLK_TCK, ROOT, Server, ensure_tools, log, parse_wrk, wait_idle,
                  write_nginx_conf)
 
 PORT, NGINX_PORT = 18097, 18098
@@ -72,14 +72,7 @@ def nginx(tmp, www):
 def server_rss_kib(server):
     """Resident memory of the host's server process (the supervisor's child)."""
     children = [p for p in server.pids() if p != server.proc.pid]
-    total = 0
-    for pid in children or [server.proc.pid]:
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE_KIB
-        except OSError:
-            pass
-    return total
+    return server.rss_kib(children or [server.proc.pid])
 
 
 class Peak:

@@ -121,9 +121,10 @@ class Server:
                 pass
         return total / CLK_TCK
 
-    def rss_kib(self):
+    def rss_kib(self, pids=None):
+        """Resident memory of `pids` (default: the server and its children), in KiB."""
         total = 0
-        for pid in self.pids():
+        for pid in self.pids() if pids is None else pids:
             try:
                 with open(f"/proc/{pid}/statm") as f:
                     total += int(f.read().split()[1]) * PAGE_KIB

@@ -25,6 +25,23 @@ pub struct Response {
 }
 
 impl Response {
+    /// A `text/plain; charset=utf-8` response with `body`: the shape of most refusals.
+    ///
+    /// ```
+    /// let r = plugin_api::Response::text(404, "no such user\n");
+    /// assert_eq!((r.status(), r.body()), (404, &b"no such user\n"[..]));
+    /// ```
+    ///
+    /// # Panics
+    /// If `status` is not a final status (200–599): it is meant for constants.
+    pub fn text(status: u16, body: impl Into<Vec<u8>>) -> Response {
+        ResponseBuilder::new(status)
+            .content_type("text/plain; charset=utf-8")
+            .body(body)
+            .build()
+            .expect("a final status and a constant content type")
+    }
+
     /// The response as borrowed parts, as the server encodes it. A file or stream body shows as
     /// empty: see [`content`](Self::content).
     pub fn view(&self) -> ResponseView<'_> {

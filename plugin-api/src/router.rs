@@ -206,25 +206,19 @@ impl<S> Router<S> {
             return handler(state, request, &params);
         }
         if allowed.is_empty() {
-            return plain(ResponseBuilder::new(404), "not found\n");
+            return Response::text(404, "not found\n");
         }
         if allowed.contains(&"GET") && !allowed.contains(&"HEAD") {
             let at = allowed.iter().position(|m| *m == "GET").unwrap_or(0);
             allowed.insert(at + 1, "HEAD");
         }
-        plain(
-            ResponseBuilder::new(405).header("allow", allowed.join(", ")),
-            "method not allowed\n",
-        )
+        ResponseBuilder::new(405)
+            .header("allow", allowed.join(", "))
+            .content_type("text/plain; charset=utf-8")
+            .body("method not allowed\n")
+            .build()
+            .expect("a constant response is valid")
     }
-}
-
-fn plain(builder: ResponseBuilder, body: &str) -> Response {
-    builder
-        .content_type("text/plain; charset=utf-8")
-        .body(body)
-        .build()
-        .expect("a constant response is valid")
 }
 
 #[cfg(test)]

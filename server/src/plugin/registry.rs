@@ -679,7 +679,7 @@ impl Registry {
         let path = request.path();
         let Some((prefix, mount, name)) = table.routes.iter().find(|(p, _, _)| matches(p, path))
         else {
-            call.respond(plain(404, "no plugin is mounted at this path\n").view());
+            call.respond(Response::text(404, "no plugin is mounted at this path\n").view());
             return call.answered();
         };
         // A guard, not a clone: it keeps the generation alive for the call without touching the
@@ -692,10 +692,10 @@ impl Registry {
                     "plugin {name} is quarantined: it crashed its server process; a new build of \
                      its file or SIGHUP lifts it\n"
                 );
-                call.respond(plain(503, body).view());
+                call.respond(Response::text(503, body).view());
             } else {
                 let body = "the plugin for this path is not available\n";
-                call.respond(plain(503, body).view());
+                call.respond(Response::text(503, body).view());
             }
             return call.answered();
         };
@@ -767,14 +767,6 @@ fn matches(prefix: &str, path: &str) -> bool {
 fn server_options() -> Response {
     ResponseBuilder::new(200)
         .header("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
-        .build()
-        .expect("a constant response is valid")
-}
-
-fn plain(status: u16, body: impl Into<Vec<u8>>) -> Response {
-    ResponseBuilder::new(status)
-        .content_type("text/plain; charset=utf-8")
-        .body(body)
         .build()
         .expect("a constant response is valid")
 }

@@ -7,7 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 
 use plugin_api::__private::panic_message;
-use plugin_api::{Header, Request, RequestParts, Response, ResponseBuilder};
+use plugin_api::{Header, Request, RequestParts, Response};
 
 use super::reply::{Encoder, Finished, Setting};
 use super::upload::{Source, Spec, Upload};
@@ -173,9 +173,5 @@ impl Worker {
 
 /// The `500` for a handler that panicked or answered with something that cannot be sent.
 pub(crate) fn internal_error() -> Response {
-    ResponseBuilder::new(500)
-        .content_type("text/plain; charset=utf-8")
-        .body("internal server error\n")
-        .build()
-        .expect("a constant response is valid")
+    Response::text(500, "internal server error\n")
 }

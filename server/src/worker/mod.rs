@@ -145,10 +145,15 @@ impl Worker {
         'serving: while let Some(slot) = shared.queue.pop() {
             // Requests already there when the loop queued it were received then.
             let mut arrived = slot.begin();
-            // The share counts from here, however many times readiness makes it drive again.
-            self.turn_began = slot.conn().answered;
+            let mut popped = true;
             loop {
                 let mut conn = slot.conn();
+                if popped {
+                    // The share counts from here, however many times readiness makes it drive
+                    // again.
+                    self.turn_began = conn.answered;
+                    popped = false;
+                }
                 let hup = slot.hung_up();
                 let turn = catch_unwind(AssertUnwindSafe(|| {
                     self.drive(&shared, &mut conn, hup, arrived)
