@@ -46,6 +46,10 @@ typedef uint32_t mah_Status;
 #define mah_Status_FAILED 1
 // The plugin's code panicked; the panic was caught at the boundary.
 #define mah_Status_PANICKED 2
+// The hook had nothing to do: from `on_save`, the instance keeps no state (so the host
+// swaps it without holding requests back). A host that predates it takes it as "no state"
+// too, so it needs no new ABI version.
+#define mah_Status_NOTHING 3
 
 // What the host offers a plugin instance.
 struct mah_HostApi {
@@ -249,8 +253,7 @@ struct mah_Declaration {
   // Required (never null).
   mah_DropFn on_drop;
   // `on_save(instance, state)` ([`SaveFn`]): hands the instance's state to its next
-  // generation, or writes nothing when it has none. Optional (null: no state; absent when
-  // `size` ends before it).
+  // generation. Optional (null: no state; absent when `size` ends before it).
   mah_Status (*on_save)(const void *instance, const struct mah_BytesSink *state);
   // `on_restore(instance, state, error)` ([`RestoreFn`]): takes the state the previous
   // generation saved; called after `on_init`, before `on_handle`. Optional (null: none is

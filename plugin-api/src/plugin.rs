@@ -15,8 +15,8 @@ use crate::abi::{
 };
 use crate::{Request, Response, log};
 
-/// An error a plugin returns from [`Plugin::new`] or [`Plugin::restore`]; anything that converts
-/// into it works with `?`, and so does a `String` or `&str` via `.into()`.
+/// An error a plugin returns from [`Plugin::new`], [`Plugin::save`] or [`Plugin::restore`];
+/// anything that converts into it works with `?`, and so does a `String` or `&str` via `.into()`.
 pub type InitError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request handler that lives in a plugin.
@@ -39,15 +39,31 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     /// A panic here is caught at the boundary; the client gets `500 Internal Server Error`.
     fn handle(&self, request: &Request) -> Response;
 
-    /// The state to hand to the next generation when the plugin is reloaded, if any.
-    fn save(&self) -> Option<Vec<u8>> {
-        None
-    }
-
-    /// Takes the state that the previous generation's [`save`](Self::save) returned.
+    /// The state to hand to the next generation when the plugin is reloaded: `Ok(None)` (the
+    /// default) when the plugin keeps none, `Ok(Some(bytes))` when it does, even if that state
+    /// is empty now.
+    ///
+    /// The hand-over is exact for a plugin that keeps state: while it is reloaded, the host holds
+    /// the plugin's new requests back (for a few milliseconds at most) until its requests in
+    /// flight have finished, then calls `save` on the old instance, [`restore`](Self::restore)
+    /// on the new one, and swaps. So nothing an answered request changed is lost, and nothing is
+    /// handed out twice. A plugin that keeps no state is swapped at once, its requests in flight
+    /// finishing on the old code.
     ///
     /// # Errors
-    /// State this generation cannot read; the host logs it and serves with the fresh state.
+    /// The state cannot be saved: the host logs it, keeps this generation serving and drops the
+    /// new one (the next change of the file, or SIGHUP, tries again).
+    fn save(&self) -> Result<Option<Vec<u8>>, InitError> {
+        Ok(None)
+    }
+
+    /// Takes the state that the previous generation's [`save`](Self::save) returned (not called
+    /// when it returned `None`, or empty bytes). Runs after [`new`](Self::new), before the first
+    /// request.
+    ///
+    /// # Errors
+    /// State this generation cannot read: the host logs it, drops this generation and keeps the
+    /// previous one serving with its state.
     fn restore(&self, state: &[u8]) -> Result<(), InitError> {
         let _ = state;
         Ok(())
@@ -160,12 +176,17 @@ unsafe extern "C" fn on_save<P: Plugin>(
     // SAFETY: as in `on_handle`.
     let plugin = unsafe { &*instance.cast::<P>() };
     match catch_unwind(AssertUnwindSafe(|| plugin.save())) {
-        Ok(Some(bytes)) => {
+        Ok(Ok(Some(bytes))) => {
             // SAFETY: the host passes a valid sink (ABI contract).
             unsafe { write_sink(state, &bytes) };
             Status::OK
         }
-        Ok(None) => Status::OK,
+        Ok(Ok(None)) => Status::NOTHING,
+        Ok(Err(e)) => {
+            // `on_save` has no error sink: the reason goes to the host's log.
+            crate::error!("saving the state failed: {e}");
+            Status::FAILED
+        }
         Err(_) => Status::PANICKED,
     }
 }

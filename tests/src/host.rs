@@ -32,6 +32,7 @@ const PACKAGES: &[&str] = &[
     "crash-init",
     "slow",
     "old-shape",
+    "keeper",
 ];
 
 /// The workspace's root folder.

@@ -116,6 +116,10 @@ impl Status {
     pub const FAILED: Status = Status(1);
     /// The plugin's code panicked; the panic was caught at the boundary.
     pub const PANICKED: Status = Status(2);
+    /// The hook had nothing to do: from `on_save`, the instance keeps no state (so the host
+    /// swaps it without holding requests back). A host that predates it takes it as "no state"
+    /// too, so it needs no new ABI version.
+    pub const NOTHING: Status = Status(3);
 }
 
 /// The plugin's one exported symbol, named [`DECLARATION_SYMBOL`].
@@ -147,8 +151,7 @@ pub struct Declaration {
     /// Required (never null).
     pub on_drop: DropFn,
     /// `on_save(instance, state)` ([`SaveFn`]): hands the instance's state to its next
-    /// generation, or writes nothing when it has none. Optional (null: no state; absent when
-    /// `size` ends before it).
+    /// generation. Optional (null: no state; absent when `size` ends before it).
     pub on_save:
         Option<unsafe extern "C" fn(instance: *const c_void, state: *const BytesSink) -> Status>,
     /// `on_restore(instance, state, error)` ([`RestoreFn`]): takes the state the previous
@@ -198,10 +201,18 @@ pub type HandleFn = for<'a> unsafe extern "C" fn(
 pub type DropFn = unsafe extern "C" fn(instance: *mut c_void);
 
 /// `on_save(instance, state)`: writes the instance's state into the host sink (any number of
-/// calls, concatenated), or nothing when there is none.
+/// calls, concatenated) and returns [`Status::OK`]; returns [`Status::NOTHING`] when the
+/// instance keeps no state, and any other status when saving failed (the reload is then refused
+/// and this instance keeps serving).
+///
+/// For an instance with state (`OK`) the host makes the hand-over exact: it calls `on_save` only
+/// once no request of this instance is running and holds new ones back until the next instance
+/// has restored the state and replaced this one.
 pub type SaveFn = unsafe extern "C" fn(instance: *const c_void, state: *const BytesSink) -> Status;
 
 /// `on_restore(instance, state, error)`: `state` is owned by the host and valid during the call.
+/// Any status but [`Status::OK`] refuses the state, and with it the reload: the previous
+/// instance keeps serving.
 pub type RestoreFn = unsafe extern "C" fn(
     instance: *const c_void,
     state: RawBytes,

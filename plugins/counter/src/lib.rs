@@ -49,8 +49,10 @@ impl Plugin for Counter {
             })
     }
 
-    fn save(&self) -> Option<Vec<u8>> {
-        Some(self.next.load(Ordering::Relaxed).to_le_bytes().to_vec())
+    fn save(&self) -> Result<Option<Vec<u8>>, InitError> {
+        Ok(Some(
+            self.next.load(Ordering::Relaxed).to_le_bytes().to_vec(),
+        ))
     }
 
     fn restore(&self, state: &[u8]) -> Result<(), InitError> {
@@ -77,7 +79,7 @@ mod tests {
         assert_eq!(counter.handle(&request).body(), b"5");
         assert_eq!(counter.handle(&request).body(), b"6");
         let next = Counter::new(Settings::default()).unwrap();
-        next.restore(&counter.save().unwrap()).unwrap();
+        next.restore(&counter.save().unwrap().unwrap()).unwrap();
         assert_eq!(next.handle(&request).body(), b"7");
         assert!(next.restore(b"bad").is_err());
     }

@@ -59,9 +59,9 @@ impl Plugin for Kv {
         ROUTES.handle(self, request)
     }
 
-    fn save(&self) -> Option<Vec<u8>> {
+    fn save(&self) -> Result<Option<Vec<u8>>, InitError> {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        serde_json::to_vec(&*map).ok()
+        Ok(Some(serde_json::to_vec(&*map)?))
     }
 
     fn restore(&self, state: &[u8]) -> Result<(), InitError> {

@@ -30,6 +30,7 @@ use crate::limits::BodyLimits;
 use crate::shared::Shared;
 
 mod call;
+mod pause;
 mod table;
 
 pub use call::{Call, Permit};
@@ -48,6 +49,8 @@ pub struct Bulkhead {
     in_flight: AtomicUsize,
     /// Requests in `queue`, readable without its lock.
     waiting: AtomicUsize,
+    /// While set, no call starts: requests wait in `queue` (`pause.rs`).
+    paused: AtomicBool,
     /// Calls ended since one was seen running long, up to [`PROVEN`] (then no longer written).
     proven: std::sync::atomic::AtomicU32,
     /// The limit in force and whether it was configured (exact) or is the default (may borrow).
@@ -118,6 +121,7 @@ impl Bulkhead {
         Bulkhead {
             in_flight: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
             proven: std::sync::atomic::AtomicU32::new(0),
             cap: AtomicUsize::new(usize::MAX),
             exact: AtomicBool::new(false),
@@ -218,7 +222,7 @@ impl Bulkhead {
         young && self.take_below(cap + 1)
     }
 
-    /// Takes a place while fewer than `bound` are taken.
+    /// Takes a place while fewer than `bound` are taken, and no pause is on.
     #[inline]
     fn take_below(&self, bound: usize) -> bool {
         let mut n = self.in_flight.load(Ordering::Relaxed);
@@ -229,10 +233,23 @@ impl Bulkhead {
                 Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return true,
+                Ok(_) => return self.not_paused(),
                 Err(actual) => n = actual,
             }
         }
+        false
+    }
+
+    /// Called with a place just taken: keeps it if no pause is on, else gives it back. The
+    /// place is counted before the pause is read, and a pause is set before the count is read
+    /// (`pause.rs`), both `SeqCst`: so either the pause waits for this call, or this call sees
+    /// the pause.
+    #[inline]
+    fn not_paused(&self) -> bool {
+        if !self.paused.load(Ordering::SeqCst) {
+            return true;
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         false
     }
 
@@ -256,7 +273,10 @@ impl Bulkhead {
     /// place was one past the limit (borrowed), which is given back instead.
     fn hand_over(self: &Arc<Self>) -> bool {
         let mut queue = self.lock_queue();
-        if self.in_flight.load(Ordering::SeqCst) > self.cap.load(Ordering::Relaxed) {
+        // While paused, places are not passed on: the count must fall to nothing.
+        if self.in_flight.load(Ordering::SeqCst) > self.cap.load(Ordering::Relaxed)
+            || self.paused.load(Ordering::SeqCst)
+        {
             return false;
         }
         let Some(waiter) = queue.pop_front() else {
@@ -316,6 +336,9 @@ impl Bulkhead {
                 .is_err()
             {
                 continue;
+            }
+            if !self.not_paused() {
+                break;
             }
             let waiter = queue.pop_front().expect("checked non-empty");
             self.waiting.fetch_sub(1, Ordering::SeqCst);

@@ -189,24 +189,22 @@ impl Generation {
         Ok(generation)
     }
 
-    /// Hands this generation the state its predecessor saved; a refusal is logged and the
-    /// generation serves with its fresh state.
-    pub fn restore(&self, state: &[u8]) {
+    /// Hands this generation the state its predecessor saved (not called with empty state).
+    ///
+    /// # Errors
+    /// The plugin refused it (its message), or panicked.
+    pub fn restore(&self, state: &[u8]) -> Result<(), String> {
         let Some(restore) = self.hooks.on_restore else {
-            return;
+            return Ok(());
         };
         let mut error = Vec::new();
         let sink = bytes_sink(&mut error);
         let _busy = crash::enter(&self.tag.crash, &[b"restore"]);
         // SAFETY: we trust the plugin; the instance is live, `state` and `sink` outlive the call.
         let status = unsafe { restore(self.instance, RawBytes::new(state), &sink) };
-        if status != Status::OK {
-            tracing::warn!(
-                plugin = %self.name,
-                generation = self.number,
-                "state from the previous generation refused ({}); starting fresh",
-                message(error, status)
-            );
+        match status {
+            Status::OK => Ok(()),
+            status => Err(message(error, status)),
         }
     }
 
@@ -250,16 +248,38 @@ impl Generation {
         false
     }
 
-    /// The instance's state for its successor, if it keeps any.
-    pub fn save(&self) -> Option<Vec<u8>> {
-        let save = self.hooks.on_save?;
+    /// The instance's state for its successor.
+    ///
+    /// # Errors
+    /// The plugin failed (it logged why) or panicked.
+    pub fn save(&self) -> Result<Saved, String> {
+        let Some(save) = self.hooks.on_save else {
+            return Ok(Saved::Nothing);
+        };
         let mut state = Vec::new();
         let sink = bytes_sink(&mut state);
         let _busy = crash::enter(&self.tag.crash, &[b"save"]);
         // SAFETY: we trust the plugin; the instance is live and `sink` outlives the call.
         let status = unsafe { save(self.instance, &sink) };
-        (status == Status::OK && !state.is_empty()).then_some(state)
+        match status {
+            Status::OK => Ok(Saved::State(state)),
+            Status::NOTHING => Ok(Saved::Nothing),
+            Status::PANICKED => Err("the plugin panicked".into()),
+            // `on_save` has no error sink; the export macro's glue logs the plugin's reason.
+            status => Err(format!(
+                "the plugin failed (status {}; its log says why)",
+                status.0
+            )),
+        }
     }
+}
+
+/// What [`Generation::save`] got.
+pub enum Saved {
+    /// The plugin keeps no state: it can be swapped at once.
+    Nothing,
+    /// Its state (possibly empty): the hand-over must be exact.
+    State(Vec<u8>),
 }
 
 impl Drop for Generation {

@@ -13,6 +13,7 @@
 //! The C ABI itself is in `plugin-api` (`plugin_api::abi`).
 
 mod declaration;
+mod handover;
 mod loader;
 mod reaper;
 mod registry;
@@ -29,6 +30,9 @@ pub use watch::{Change, WatchSpec, Watcher, watch};
 /// Why a plugin file was refused. The registry logs it with the plugin's name and file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
+    /// The state could not be handed over to the new generation (`handover.rs`).
+    #[error("{0}")]
+    HandOver(String),
     /// Another file in the folder already provides this plugin name.
     #[error("{0} already provides this plugin")]
     Duplicate(String),

@@ -20,6 +20,7 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use plugin_api::{Request, Response, ResponseBuilder, abi::ABI_VERSION};
 
+use crate::plugin::handover::{self, Swapped};
 use crate::plugin::reaper::Reaper;
 use crate::plugin::{Generation, LoadError, PluginFile};
 use crate::reply::Collected;
@@ -407,29 +408,41 @@ impl Registry {
             }
             (settings, number, Arc::clone(&entry.mount))
         };
-        let loaded = Generation::load(&file, name, number, &settings, &self.shadow_parent);
-        // The old generation serves until the swap; its state is taken as late as possible, so
-        // that what it changes meanwhile (a count, a key) is not lost to the new one.
         let old = mount.current.load_full();
-        if let (Ok(generation), Some(state)) = (&loaded, old.as_ref().and_then(|g| g.save())) {
-            generation.restore(&state);
-        }
-        let mut inner = self.lock();
-        // The route table is rebuilt before the log line, so that whoever reads the line (an
-        // operator, a test) finds the change in force.
-        let result = match loaded {
-            Ok(generation) => {
-                let (sha, version, ms) = (
+        // Plugin code runs here too (save, restore), without the lock.
+        let swapped = Generation::load(&file, name, number, &settings, &self.shadow_parent)
+            .and_then(|generation| {
+                let facts = (
                     generation.sha256[..8].to_owned(),
                     generation.version.clone(),
                     generation.load_time.as_secs_f64() * 1000.0,
                 );
-                mount.current.store(Some(Arc::new(generation)));
+                handover::swap(&mount.current, &mount.bulkhead, old.as_ref(), generation)
+                    .map(|swapped| (swapped, facts))
+                    .map_err(|refused| LoadError::HandOver(refused.to_string()))
+            });
+        let mut inner = self.lock();
+        // The route table is rebuilt before the log line, so that whoever reads the line (an
+        // operator, a test) finds the change in force.
+        let result = match swapped {
+            Ok((swapped, (sha, version, ms))) => {
                 mount.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 inner.next_numbers.insert(name.to_owned(), number + 1);
                 self.rebuild(&mut inner);
+                let state = match swapped {
+                    Swapped::First | Swapped::Stateless => String::new(),
+                    Swapped::Exact { bytes, held, tries } => format!(
+                        "; state handed over ({bytes} bytes, requests held {:.2} ms{})",
+                        held.as_secs_f64() * 1000.0,
+                        if tries > 1 {
+                            format!(", try {tries}")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                };
                 tracing::info!(
-                    "plugin {name}: generation {number} loaded from {file_name} (sha {sha}…, version {version}, ABI {ABI_VERSION}) in {ms:.1} ms",
+                    "plugin {name}: generation {number} loaded from {file_name} (sha {sha}…, version {version}, ABI {ABI_VERSION}) in {ms:.1} ms{state}",
                 );
                 Ok(())
             }
@@ -682,6 +695,10 @@ impl Registry {
             call.respond(Response::text(404, "no plugin is mounted at this path\n").view());
             return call.answered();
         };
+        // The place first, then the generation: a hand-over (`handover.rs`) pauses the bulkhead
+        // and waits for the places taken, so a call that has one runs on the generation it finds
+        // here, whose state has not been saved yet.
+        let _permit = call.enter(&mount.bulkhead)?;
         // A guard, not a clone: it keeps the generation alive for the call without touching the
         // reference count that every worker shares.
         let current = mount.current.load();
@@ -699,7 +716,6 @@ impl Registry {
             }
             return call.answered();
         };
-        let _permit = call.enter(&mount.bulkhead)?;
         if self.access_log.load(Ordering::Relaxed) {
             *served = Some((name.clone(), generation.number));
         }

@@ -9,6 +9,7 @@ mod deadlines;
 mod fairness;
 mod fixtures;
 mod guide;
+mod handover;
 mod hardening;
 mod plugins;
 mod reload;
