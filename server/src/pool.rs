@@ -52,6 +52,8 @@ struct Inner {
     loop_waiting: bool,
     /// Items taken so far, for the loop to see progress.
     taken: u64,
+    /// Moves on when every worker should give way to a fresh thread ([`Queue::recycle`]).
+    epoch: u64,
 }
 
 /// A worker asleep in `pop`.
@@ -146,10 +148,32 @@ impl Queue {
         wake.run();
     }
 
-    /// The next connection, blocking while there is none; `None` after [`stop`](Self::stop).
-    pub fn pop(&self) -> Option<Arc<Slot>> {
+    /// The pool's epoch now: what a worker starting now serves in.
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Asks every worker to exit at its next `pop` (each is replaced by a fresh thread: see
+    /// `workers.rs`), and wakes the sleeping ones for it.
+    pub fn recycle(&self) {
+        let mut wake = Wake::default();
+        {
+            let mut inner = self.lock();
+            inner.epoch += 1;
+            let n = inner.sleepers.len();
+            inner.take_sleepers(n, &mut wake);
+        }
+        wake.run();
+    }
+
+    /// The next connection, blocking while there is none; `None` after [`stop`](Self::stop), or
+    /// when the epoch is no longer `born`, the worker's (the worker then exits).
+    pub fn pop(&self, born: u64) -> Option<Arc<Slot>> {
         let mut inner = self.lock();
         loop {
+            if inner.epoch != born {
+                return None;
+            }
             if let Some(slot) = inner.items.pop_front() {
                 inner.taken += 1;
                 if inner.items.is_empty() && inner.loop_waiting {
@@ -266,10 +290,10 @@ mod tests {
     fn a_requeued_connection_goes_behind_those_waiting() {
         let queue = Queue::new(1);
         queue.push_batch(&mut vec![slot(1), slot(2)], 10, &mut Vec::new());
-        let first = queue.pop().unwrap();
+        let first = queue.pop(0).unwrap();
         queue.requeue(first);
         queue.push_batch(&mut vec![slot(3)], 10, &mut Vec::new());
-        let order: Vec<usize> = (0..3).map(|_| queue.pop().unwrap().token).collect();
+        let order: Vec<usize> = (0..3).map(|_| queue.pop(0).unwrap().token).collect();
         assert_eq!(order, [2, 1, 3]);
     }
 }

@@ -63,6 +63,7 @@ impl Drop for Watchdog {
 fn watch(shared: &Arc<Shared>, stop: &(Mutex<bool>, Condvar)) {
     let mut date = DateCache::new();
     let mut last_exhausted_log: Option<u64> = None;
+    let mut pinned = crate::plugin::pinned_epoch();
     loop {
         {
             let stopped = stop.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -80,6 +81,14 @@ fn watch(shared: &Arc<Shared>, stop: &(Mutex<bool>, Condvar)) {
         }));
         if tick.is_err() {
             tracing::error!("the watchdog's tick panicked; it goes on");
+        }
+        // A plugin library outlived its generation, pinned by thread-local destructors pending on
+        // the workers (`plugin/pinned.rs`): fresh threads take their place, and the old ones'
+        // destructors run as they exit.
+        let now_pinned = crate::plugin::pinned_epoch();
+        if now_pinned != pinned {
+            pinned = now_pinned;
+            shared.queue.recycle();
         }
     }
 }

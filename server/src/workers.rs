@@ -8,6 +8,11 @@
 //! supervisor to replace the process. A stuck thread whose handler returns at last serves again
 //! if the pool is short, and exits if it is full; when threads come back the pool is topped up.
 //!
+//! The pool also recycles itself: when a plugin library stays mapped after its generation ended,
+//! pinned by thread-local destructors pending on the workers (`plugin/pinned.rs`), the watchdog
+//! moves the queue's epoch on (`Queue::recycle`), and each worker returns at its next `pop`; its
+//! exit starts a fresh thread, and its destructors run as it ends.
+//!
 //! [`ServerStats::needs_replacement`]: crate::ServerStats::needs_replacement
 
 use std::io;

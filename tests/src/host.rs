@@ -451,13 +451,20 @@ impl HostProcess {
     /// # Panics
     /// If there is no server process, or `kill` fails.
     pub fn signal_server(&self, signal: &str) -> u32 {
-        let pid = self
-            .pids()
-            .into_iter()
-            .find(|&p| p != self.pid())
-            .expect("a server process");
+        let pid = self.server_pid();
         send_signal(signal, pid);
         pid
+    }
+
+    /// The id of a server process (a child of the supervisor).
+    ///
+    /// # Panics
+    /// If there is none.
+    pub fn server_pid(&self) -> u32 {
+        self.pids()
+            .into_iter()
+            .find(|&p| p != self.pid())
+            .expect("a server process")
     }
 
     /// Waits for the host to exit, at most `timeout`; returns its exit code.

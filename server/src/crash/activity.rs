@@ -5,6 +5,7 @@
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::marker::PhantomData;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use super::{Tag, Text};
@@ -77,8 +78,29 @@ pub struct Running {
     pub for_ms: u64,
 }
 
+/// Held by [`running`] while it reads tags through other threads' slots, and by [`free_tag`]:
+/// so a tag is freed only once no reader can still hold a pointer to it.
+static READERS: Mutex<()> = Mutex::new(());
+
+/// Frees `owner`, a box holding a tag that no slot points to any more (its generation is gone:
+/// every call into it has ended, and with it the activity that named it), once no [`running`] is
+/// mid-read. Without that wait, a reader that loaded the pointer just before the slot was cleared
+/// could copy freed memory.
+///
+/// # Safety
+/// `owner` came from `Box::leak` (or `into_raw`), the tag in it will not be given to [`enter`]
+/// again, and nothing else uses it any more.
+pub unsafe fn free_tag<T>(owner: *mut T) {
+    let _readers = READERS.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: the caller's promise; a reader that finds the pointer holds `READERS`, which we
+    // hold, and any later one finds the slot cleared (the clear happened before our lock, which
+    // happens before its lock).
+    drop(unsafe { Box::from_raw(owner) });
+}
+
 /// The threads of this process inside plugin code now, longest first, at most `limit` of them.
 pub fn running(limit: usize) -> Vec<Running> {
+    let _readers = READERS.lock().unwrap_or_else(|e| e.into_inner());
     let now = coarse_ms();
     let mut out: Vec<Running> = TABLE
         .iter()
@@ -118,6 +140,8 @@ pub(super) static TABLE: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
 thread_local! {
     /// This thread's slot, claimed at its first [`enter`].
     static MINE: Cell<Option<&'static Slot>> = const { Cell::new(None) };
+    /// The mapping of this thread's alternate signal stack (its base), 0 when it has none.
+    static ALT: Cell<usize> = const { Cell::new(0) };
     /// Gives the slot back when the thread ends, so that a reused thread id never finds it.
     static RELEASE: Release = const { Release };
 }
@@ -136,6 +160,9 @@ impl Drop for Release {
             slot.tid.store(0, Ordering::Release);
             // A later destructor on this thread that enters must not write a slot it gave back.
             let _ = MINE.try_with(|mine| mine.set(None));
+            // Threads come and go (the pool replaces stuck ones and recycles all after a reload
+            // that left a library pinned): each one's stack goes with it.
+            free_alt_stack();
         }
     }
 }
@@ -182,7 +209,8 @@ impl Slot {
         self.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 
-    /// A consistent copy of the activity, from another thread; `None` when idle.
+    /// A consistent copy of the activity, from another thread; `None` when idle. Only under
+    /// [`READERS`].
     fn read(&self) -> Option<(Tag, String, u64)> {
         for _ in 0..100 {
             let before = self.seq.load(Ordering::Acquire);
@@ -201,7 +229,9 @@ impl Slot {
             if tag.is_null() {
                 return None;
             }
-            // SAFETY: non-null tags point to leaked, never-freed `Tag`s.
+            // SAFETY: the slot held this tag during the copy above (the sequence did not move), so
+            // its generation was live when we read the pointer, and a tag is freed only under
+            // `READERS`, which our caller holds (`free_tag`).
             return Some((unsafe { *tag }, what.to_string(), since));
         }
         None
@@ -302,16 +332,18 @@ fn stack_low() -> usize {
 }
 
 /// Gives the calling thread an alternate signal stack of its own, so that the handler runs even
-/// when the thread's stack is exhausted. The stack is never freed: threads that run plugin code
-/// live as long as their process.
+/// when the thread's stack is exhausted. Freed when the thread ends (its slot's release).
 pub(super) fn alt_stack() {
-    let page = 4096;
+    if ALT.try_with(Cell::get).unwrap_or(0) != 0 {
+        // Installed already (the main thread: by `install`, then by its first `enter`).
+        return;
+    }
     // SAFETY: a fresh anonymous mapping is ours alone; its lowest page becomes a guard, and the
     // rest is handed to `sigaltstack`, which copies the descriptor.
     unsafe {
         let base = libc::mmap(
             std::ptr::null_mut(),
-            ALT_STACK_BYTES + page,
+            ALT_STACK_BYTES + PAGE,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
@@ -320,15 +352,58 @@ pub(super) fn alt_stack() {
         if base == libc::MAP_FAILED {
             return;
         }
-        libc::mprotect(base, page, libc::PROT_NONE);
+        libc::mprotect(base, PAGE, libc::PROT_NONE);
         let stack = libc::stack_t {
-            ss_sp: base.cast::<u8>().add(page).cast(),
+            ss_sp: base.cast::<u8>().add(PAGE).cast(),
             ss_flags: 0,
             ss_size: ALT_STACK_BYTES,
         };
-        libc::sigaltstack(&stack, std::ptr::null_mut());
+        if libc::sigaltstack(&stack, std::ptr::null_mut()) != 0 {
+            libc::munmap(base, ALT_STACK_BYTES + PAGE);
+            return;
+        }
+    }
+    let _ = ALT.try_with(|alt| alt.set(base_of_current()));
+}
+
+/// The base of the mapping of the calling thread's alternate stack (its guard page), 0 if none.
+fn base_of_current() -> usize {
+    // SAFETY: a query only (no new stack); `current` is written by the call.
+    unsafe {
+        let mut current: libc::stack_t = std::mem::zeroed();
+        if libc::sigaltstack(std::ptr::null(), &mut current) != 0 || current.ss_sp.is_null() {
+            return 0;
+        }
+        (current.ss_sp as usize).saturating_sub(PAGE)
     }
 }
+
+/// Unmaps the calling thread's alternate stack, disabling it first if it is still the one in use
+/// (Rust's runtime may have replaced or disabled it already at thread exit).
+fn free_alt_stack() {
+    let Ok(base) = ALT.try_with(|alt| alt.replace(0)) else {
+        return;
+    };
+    if base == 0 {
+        return;
+    }
+    // SAFETY: `base` is the mapping `alt_stack` made for this thread; it is no longer the active
+    // alternate stack once disabled, and we are not running on it (a thread-local destructor
+    // runs on the thread's own stack), so unmapping it cannot pull a stack from under anyone.
+    unsafe {
+        if base_of_current() == base {
+            let off = libc::stack_t {
+                ss_sp: std::ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
+            libc::sigaltstack(&off, std::ptr::null_mut());
+        }
+        libc::munmap(base as *mut c_void, ALT_STACK_BYTES + PAGE);
+    }
+}
+
+const PAGE: usize = 4096;
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,8 @@
 //!
 //! # Async-signal safety
 //! Nothing on the signal path allocates, locks or formats. The table is a `static` array of atomics,
-//! a generation's [`Tag`] is leaked (so a pointer to it never dangles), the record is a plain
+//! a generation's [`Tag`] lives until the generation's library is unmapped (the handler reads only
+//! its own thread's slot, whose tag names code running on it, so a live generation), the record is a plain
 //! `repr(C)` value on the handler's stack, and the only calls are `gettid`, `write` and `raise`,
 //! which POSIX (and Linux, for `gettid`) lists as async-signal-safe.
 //!
@@ -25,11 +26,11 @@ use std::ffi::c_void;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-pub use activity::{Busy, Running, enter, running};
+pub use activity::{Busy, Running, enter, free_tag, running};
 use activity::{TABLE, alt_stack, gettid};
 
-/// A plugin generation as a crash record names it. Made once per generation and leaked, so a
-/// signal handler can read it at any moment.
+/// A plugin generation as a crash record names it. Made once per generation; freed (with
+/// [`free_tag`]) only when no thread can run its code any more.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Tag {
@@ -42,7 +43,8 @@ pub struct Tag {
 
 impl Tag {
     /// A tag for generation `generation` of `plugin`, loaded from `file` whose hash is `sha256`.
-    /// A tag handed to [`enter`] must live forever (the owner leaks it).
+    /// A tag handed to [`enter`] must live while any thread may run the generation's code, and
+    /// be freed with [`free_tag`].
     pub fn new(plugin: &str, file: &str, sha256: &str, generation: u64) -> Tag {
         Tag {
             plugin: Text::from(plugin.as_bytes()),
@@ -273,7 +275,9 @@ fn write_record(cause: Cause, fault_addr: Option<usize>) {
     if let Some(slot) = TABLE.iter().find(|s| s.tid.load(Ordering::Relaxed) == tid) {
         let tag = slot.tag.load(Ordering::Relaxed);
         if !tag.is_null() {
-            // SAFETY: non-null tags point to leaked, never-freed `Tag`s.
+            // SAFETY: this thread's own slot: its tag names the generation this thread is running
+            // code of (or just ran, before the guard's clear), which the thread still holds, so
+            // the tag is not freed (that waits for the generation's end and its library's unmap).
             record.tag = unsafe { *tag };
             slot.what.copy_to(&mut record.what);
         }

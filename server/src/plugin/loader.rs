@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::bulkhead::Call;
 use crate::plugin::LoadError;
 use crate::plugin::declaration::{self, Hooks};
+use crate::plugin::pinned;
 use crate::plugin::shadow::Shadow;
 use crate::worker::internal_error;
 use crate::{crash, reply};
@@ -49,11 +50,11 @@ pub struct Generation {
     hooks: Hooks,
     /// The callbacks handed to `on_init`; the plugin may use them until `on_drop` returns.
     _host: Box<HostApi>,
-    /// What the plugin's log lines and crash records are tagged with; `_host` points to it.
-    /// Never freed.
-    tag: &'static GenerationTag,
     /// Closed last, after `on_drop`.
     library: Option<Library>,
+    /// What the plugin's log lines and crash records are tagged with; `_host` points to it.
+    /// Dropped after `library`: freed once the image is unmapped (`pinned.rs`).
+    tag: Tag,
 }
 
 // SAFETY: the instance is the plugin's `P: Plugin`, which the export macro bounds `Send + Sync`; the
@@ -63,13 +64,41 @@ unsafe impl Send for Generation {}
 // SAFETY: as above.
 unsafe impl Sync for Generation {}
 
-/// What a generation's log lines and crash records are tagged with. Leaked on purpose (a few
-/// hundred bytes per load): a plugin's thread-local destructor may still log after `on_drop` while
-/// glibc defers the `dlclose`, and a crash can come at any moment; neither may find it freed.
+/// What a generation's log lines and crash records are tagged with. It lives as long as the
+/// library's image, not the generation: a plugin's thread-local destructor may still log (or
+/// crash) after `on_drop` while glibc keeps the image mapped.
 struct GenerationTag {
     plugin: String,
     generation: u64,
     crash: crash::Tag,
+}
+
+/// A generation's tag, and the shadow path its library was loaded from. On drop (after the library
+/// was closed) the tag is freed, now or once the image is unmapped (`pinned.rs`).
+struct Tag {
+    tag: &'static GenerationTag,
+    image: std::ffi::CString,
+}
+
+impl std::ops::Deref for Tag {
+    type Target = GenerationTag;
+    fn deref(&self) -> &GenerationTag {
+        self.tag
+    }
+}
+
+impl Drop for Tag {
+    fn drop(&mut self) {
+        let owner = std::ptr::from_ref(self.tag).cast_mut() as usize;
+        let free = Box::new(move || {
+            // SAFETY: `owner` is the box `Generation::load` leaked for this tag; the generation
+            // is gone and its library closed, and this runs once the image is unmapped, so no
+            // code of it runs (logs, crashes) and no activity slot names the tag any more.
+            unsafe { crash::free_tag(owner as *mut GenerationTag) }
+        });
+        let image = std::mem::take(&mut self.image);
+        pinned::closed(image, free);
+    }
 }
 
 /// The bytes of a plugin file, read once: what gets hashed and what gets loaded.
@@ -121,14 +150,21 @@ impl Generation {
         check_elf(&file.bytes)?;
         let shadow = Shadow::write(shadow_parent, name, &file.bytes).map_err(LoadError::Shadow)?;
         let file_name = file.path.file_name().unwrap_or_default().to_string_lossy();
-        let tag: &'static GenerationTag = Box::leak(Box::new(GenerationTag {
-            plugin: name.to_owned(),
-            generation: number,
-            crash: crash::Tag::new(name, &file_name, &file.sha256, number),
-        }));
+        let image = std::ffi::CString::new(shadow.path().as_os_str().as_encoded_bytes())
+            .map_err(|_| LoadError::Shadow("its path holds a NUL byte".into()))?;
+        // Declared before `busy` and `library`, so that it is dropped after both: a refused
+        // library is closed first, and then its tag freed (or kept while the image stays).
+        let tag = Tag {
+            tag: Box::leak(Box::new(GenerationTag {
+                plugin: name.to_owned(),
+                generation: number,
+                crash: crash::Tag::new(name, &file_name, &file.sha256, number),
+            })),
+            image,
+        };
         // Declared before `library`, so that it outlives it: a refused library is closed (and runs
         // its destructors) while this still says whose code runs.
-        let busy = crash::enter(&tag.crash, &[b"load"]);
+        let busy = crash::enter(&tag.tag.crash, &[b"load"]);
         // SAFETY: loading a library runs its initialisers; we trust the plugin (the operator put it
         // in the plugins folder). The shadow path is fresh, so glibc maps this very file.
         let opened = unsafe { Library::new(shadow.path()) };
@@ -152,7 +188,7 @@ impl Generation {
         }
 
         let host = Box::new(HostApi {
-            ctx: (tag as *const GenerationTag).cast(),
+            ctx: std::ptr::from_ref::<GenerationTag>(tag.tag).cast(),
             callback_log,
         });
         let mut instance: *mut c_void = std::ptr::null_mut();
@@ -199,7 +235,7 @@ impl Generation {
         };
         let mut error = Vec::new();
         let sink = bytes_sink(&mut error);
-        let _busy = crash::enter(&self.tag.crash, &[b"restore"]);
+        let _busy = crash::enter(&self.tag.tag.crash, &[b"restore"]);
         // SAFETY: we trust the plugin; the instance is live, `state` and `sink` outlive the call.
         let status = unsafe { restore(self.instance, RawBytes::new(state), &sink) };
         match status {
@@ -216,7 +252,7 @@ impl Generation {
     pub fn handle(&self, request: &Request<'_>, call: &mut Call<'_>) -> bool {
         let sink = reply::sink(call);
         let busy = crash::enter(
-            &self.tag.crash,
+            &self.tag.tag.crash,
             &[request.method().as_bytes(), request.target().as_bytes()],
         );
         // SAFETY: we trust the plugin; the instance is live while `self` is, and `request` and
@@ -258,7 +294,7 @@ impl Generation {
         };
         let mut state = Vec::new();
         let sink = bytes_sink(&mut state);
-        let _busy = crash::enter(&self.tag.crash, &[b"save"]);
+        let _busy = crash::enter(&self.tag.tag.crash, &[b"save"]);
         // SAFETY: we trust the plugin; the instance is live and `sink` outlives the call.
         let status = unsafe { save(self.instance, &sink) };
         match status {
@@ -284,7 +320,7 @@ pub enum Saved {
 
 impl Drop for Generation {
     fn drop(&mut self) {
-        let busy = crash::enter(&self.tag.crash, &[b"drop"]);
+        let busy = crash::enter(&self.tag.tag.crash, &[b"drop"]);
         // SAFETY: no request holds this generation any more (we are in its drop), so `on_drop` runs
         // after the last `on_handle`, once, on the instance `on_init` made.
         unsafe { (self.hooks.on_drop)(self.instance) };
@@ -386,8 +422,9 @@ unsafe extern "C" fn callback_write(ctx: *mut c_void, bytes: RawBytes) {
 unsafe extern "C" fn callback_log(ctx: *const c_void, level: u8, message: RawBytes) {
     // Never unwind into the plugin.
     let _ = std::panic::catch_unwind(|| {
-        // SAFETY: `ctx` is the generation's `GenerationTag`, which is never freed; the plugin
-        // lends `message` for this call.
+        // SAFETY: `ctx` is the generation's `GenerationTag`, which is freed only once the image
+        // of the plugin calling us is unmapped (`pinned.rs`); the plugin lends `message` for
+        // this call.
         let (tag, message) = unsafe { (&*ctx.cast::<GenerationTag>(), message.as_slice()) };
         let message = String::from_utf8_lossy(message);
         let (plugin, generation) = (tag.plugin.as_str(), tag.generation);

@@ -15,12 +15,14 @@
 mod declaration;
 mod handover;
 mod loader;
+mod pinned;
 mod reaper;
 mod registry;
 mod shadow;
 mod watch;
 
 pub use loader::{Generation, PluginFile};
+pub use pinned::{count as pinned_images, epoch as pinned_epoch};
 pub use registry::{
     LATENCY_BUCKETS_US, PluginCounts, PluginInfo, Quarantined, Registry, RouteSpec, plugin_name,
 };

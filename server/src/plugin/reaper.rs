@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::Generation;
+use super::{Generation, pinned};
 
 /// How often retired generations are looked at.
 const LOOK_MS: u64 = 50;
@@ -47,6 +47,9 @@ impl Reaper {
                     }
                     // The last reference is ours: drop it here, `on_drop` and `dlclose` with it.
                     retired.retain(|g| Arc::strong_count(g) > 1);
+                    // Libraries kept mapped by thread-local destructors, once the workers that
+                    // had them pending were recycled.
+                    pinned::sweep();
                 }
             })?;
         Ok(Reaper {

@@ -142,7 +142,10 @@ impl Worker {
         let shared = Arc::clone(&self.shared);
         // However this thread ends (a panic outside a turn too), the pool learns of it.
         let mut exit = Exit(Arc::clone(&shared), Arc::clone(&self.record), false);
-        'serving: while let Some(slot) = shared.queue.pop() {
+        // Asked to give way (`Queue::recycle`), the thread returns: its exit has the pool start
+        // a fresh one, and its thread-local destructors run (releasing libraries they pin).
+        let born = shared.queue.epoch();
+        'serving: while let Some(slot) = shared.queue.pop(born) {
             // Requests already there when the loop queued it were received then.
             let mut arrived = slot.begin();
             let mut popped = true;

@@ -17,3 +17,4 @@ mod routing;
 mod signals;
 mod static_files;
 mod streaming;
+mod unload;
