@@ -46,7 +46,8 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     /// The hand-over is exact for a plugin that keeps state: while it is reloaded, the host holds
     /// the plugin's new requests back (for a few milliseconds at most) until its requests in
     /// flight have finished, then calls `save` on the old instance, [`restore`](Self::restore)
-    /// on the new one, and swaps. So nothing an answered request changed is lost, and nothing is
+    /// on the new one, and swaps. (It calls `save` once before that too, while requests run, to
+    /// learn whether there is state at all; that result is dropped.) So nothing an answered request changed is lost, and nothing is
     /// handed out twice. A plugin that keeps no state is swapped at once, its requests in flight
     /// finishing on the old code.
     ///

@@ -166,12 +166,14 @@ impl Queue {
         wake.run();
     }
 
-    /// The next connection, blocking while there is none; `None` after [`stop`](Self::stop), or
-    /// when the epoch is no longer `born`, the worker's (the worker then exits).
+    /// The next connection, blocking while there is none; `None` after [`stop`](Self::stop) once
+    /// the queue is empty, or (before a stop) when the epoch is no longer `born`, the worker's:
+    /// the worker then gives way to a fresh thread.
     pub fn pop(&self, born: u64) -> Option<Arc<Slot>> {
         let mut inner = self.lock();
         loop {
-            if inner.epoch != born {
+            // Stopping, the workers drain the queue first; a recycle then waits for the end.
+            if inner.epoch != born && !inner.stopped {
                 return None;
             }
             if let Some(slot) = inner.items.pop_front() {
@@ -295,5 +297,20 @@ mod tests {
         queue.push_batch(&mut vec![slot(3)], 10, &mut Vec::new());
         let order: Vec<usize> = (0..3).map(|_| queue.pop(0).unwrap().token).collect();
         assert_eq!(order, [2, 1, 3]);
+    }
+
+    #[test]
+    fn a_recycle_sends_workers_away_except_while_stopping() {
+        let queue = Queue::new(1);
+        let born = queue.epoch();
+        queue.push_batch(&mut vec![slot(1), slot(2)], 10, &mut Vec::new());
+        queue.recycle();
+        // A worker of the old epoch gives way, even with work queued (its successor takes it)…
+        assert!(queue.pop(born).is_none());
+        assert_eq!(queue.pop(queue.epoch()).unwrap().token, 1);
+        // …but once the server stops, every worker drains the queue first.
+        queue.stop();
+        assert_eq!(queue.pop(born).unwrap().token, 2);
+        assert!(queue.pop(born).is_none());
     }
 }

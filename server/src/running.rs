@@ -152,6 +152,19 @@ impl Record {
         self.bulkhead.store(0, Relaxed);
     }
 
+    /// Worker, as its call gives its bulkhead place back: whether the call was written off, once
+    /// the watchdog is done with it (so that the bulkhead has counted it lost).
+    #[inline]
+    pub fn was_written_off(&self) -> bool {
+        loop {
+            match self.state.load(Acquire) {
+                LOST => return true,
+                CLAIMED => std::thread::yield_now(),
+                _ => return false,
+            }
+        }
+    }
+
     /// Worker: the handler returned. Waits while the watchdog is answering for it.
     #[inline]
     pub fn end(&self) -> Ended {

@@ -105,6 +105,18 @@ impl Workers {
         self.exited.notify_all();
     }
 
+    /// A thread recycled (`Queue::recycle`) is about to return: a fresh one takes its place,
+    /// whatever the count of stuck threads (the pool keeps its size), and it is counted gone.
+    pub fn replace(&self, shared: &Arc<Shared>, record: &Arc<Record>) {
+        self.forget(record);
+        let mut counts = self.lock_counts();
+        counts.live -= 1;
+        if let Err(e) = self.spawn_counted(shared, &mut counts) {
+            tracing::error!(error = %e, "cannot start a worker in the place of a recycled one");
+        }
+        self.exited.notify_all();
+    }
+
     fn forget(&self, record: &Arc<Record>) {
         self.records.rcu(|list| {
             let mut list = Vec::clone(list);

@@ -205,9 +205,10 @@ pub type DropFn = unsafe extern "C" fn(instance: *mut c_void);
 /// instance keeps no state, and any other status when saving failed (the reload is then refused
 /// and this instance keeps serving).
 ///
-/// For an instance with state (`OK`) the host makes the hand-over exact: it calls `on_save` only
-/// once no request of this instance is running and holds new ones back until the next instance
-/// has restored the state and replaced this one.
+/// For an instance with state (`OK`) the host makes the hand-over exact: the state it hands over
+/// comes from a call made once no request of this instance is running, with new ones held back
+/// until the next instance has restored it and replaced this one. (A first call, made while
+/// requests run, only tells the host whether the instance keeps state: its bytes are dropped.)
 pub type SaveFn = unsafe extern "C" fn(instance: *const c_void, state: *const BytesSink) -> Status;
 
 /// `on_restore(instance, state, error)`: `state` is owned by the host and valid during the call.

@@ -70,6 +70,11 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if let Some((bulkhead, record)) = self.held {
             record.leave();
+            // A call written off stops counting as lost before its place goes: in between, a
+            // pause (`pause.rs`) would take the lost count for another call still running.
+            if record.was_written_off() {
+                bulkhead.count_lost(false);
+            }
             bulkhead.exit();
         }
     }

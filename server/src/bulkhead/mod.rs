@@ -205,7 +205,7 @@ impl Bulkhead {
     /// A free place is taken even while requests wait: a place freed while they wait is handed
     /// straight to them (`exit`), so one found free was free for everyone.
     #[inline]
-    fn try_enter(&self, shared: &Shared, now: u64) -> bool {
+    fn try_enter(self: &Arc<Self>, shared: &Shared, now: u64) -> bool {
         let cap = self.cap.load(Ordering::Relaxed);
         if self.take_below(cap) {
             return true;
@@ -224,7 +224,7 @@ impl Bulkhead {
 
     /// Takes a place while fewer than `bound` are taken, and no pause is on.
     #[inline]
-    fn take_below(&self, bound: usize) -> bool {
+    fn take_below(self: &Arc<Self>, bound: usize) -> bool {
         let mut n = self.in_flight.load(Ordering::Relaxed);
         while n < bound {
             match self.in_flight.compare_exchange_weak(
@@ -233,7 +233,15 @@ impl Bulkhead {
                 Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return self.not_paused(),
+                Ok(_) if self.not_paused() => return true,
+                Ok(_) => {
+                    // The pause may have ended meanwhile, its dispatch finding the bulkhead full
+                    // because of the place we just gave back: dispatch for it.
+                    if self.waiting.load(Ordering::SeqCst) > 0 {
+                        self.dispatch();
+                    }
+                    return false;
+                }
                 Err(actual) => n = actual,
             }
         }
@@ -323,6 +331,10 @@ impl Bulkhead {
 
     /// Hands free places to waiting requests, first come first served.
     pub(super) fn dispatch(self: &Arc<Self>) {
+        if self.paused.load(Ordering::SeqCst) {
+            // The pause's end dispatches.
+            return;
+        }
         let mut queue = self.lock_queue();
         let cap = self.cap.load(Ordering::Relaxed);
         while !queue.is_empty() {

@@ -7,15 +7,16 @@
 //!
 //! So when a generation is torn down ([`closed`]) and its library is still mapped, it is listed
 //! here and [`epoch`] moves on; the watchdog sees that and has the pool recycle its workers
-//! (`workers.rs`): each one, at its next pop, exits and a fresh thread takes its place. An exiting
-//! thread runs its thread-local destructors, in the old image, which is still mapped. The reaper
-//! then [`sweep`]s: once no destructor is pending, the listed library is closed for good and its
-//! tag freed. The tag (plugin, generation, crash record) lives exactly as long as the image: a
-//! destructor that logs through the host, or crashes, still finds it.
+//! (`workers.rs`): each one, at its next pop (once it is done with the connection it serves), exits
+//! and a fresh thread takes its place. An exiting thread runs its thread-local destructors, in the
+//! old image, which is still mapped. The reaper then [`sweep`]s: once no destructor is pending,
+//! the listed library is closed for good and its tag (plugin, generation, crash record) freed.
 //!
-//! Plugin code the loader or the reaper ran (`on_init`, `save`, `restore`, `on_drop`) that
-//! touched a thread-local pins the image the same way, and those threads are not recycled: that
-//! image stays listed (`/proc/PID/maps` shows it).
+//! What this does not reach: a worker that stays on one connection (a long stream) or in a stuck
+//! call exits only when it is done, and plugin code run on the threads that are not recycled (the
+//! main thread's loads at start-up, the loader's `on_init`, `save` and `restore`, the reaper's
+//! `on_drop`) pins its image the same way if it touches a thread-local: such an image stays listed
+//! (`/proc/PID/maps` shows it).
 
 use std::ffi::CString;
 use std::sync::Mutex;

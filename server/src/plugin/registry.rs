@@ -641,6 +641,8 @@ impl Registry {
 }
 
 impl Handler for Registry {
+    /// Outside a server (no bulkheads): a reload's hand-over cannot hold these calls back, so
+    /// state a plugin changes in them during a reload may be missed.
     fn handle(&self, request: &Request<'_>) -> Response {
         let mut collected = Collected::default();
         self.serve(request, &mut Call::ungated(&mut collected));

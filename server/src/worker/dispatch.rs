@@ -127,8 +127,8 @@ impl Worker {
         };
         let finished = encoder.finish();
         self.upload = upload.as_mut().map(|u| u.get().outcome(answered.get()));
-        if let Ended::Lost { bulkhead } = record.end() {
-            return Answer::Lost { bulkhead };
+        if let Ended::Lost { .. } = record.end() {
+            return Answer::Lost;
         }
         match declined {
             Some(Declined::Busy(bulkhead, deadline)) => return Answer::Park(bulkhead, deadline),

@@ -324,7 +324,7 @@ fn expect_continue(head: &Head<'_>, conn: &mut Conn) -> bool {
 fn unsent(answer: Answer) -> Step {
     match answer {
         Answer::Park(bulkhead, deadline) => Step::Park(bulkhead, deadline),
-        Answer::Lost { bulkhead } => Step::Lost { bulkhead },
+        Answer::Lost => Step::Lost,
         Answer::Gone | Answer::Sent { .. } => Step::Close { linger: false },
     }
 }

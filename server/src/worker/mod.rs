@@ -83,9 +83,9 @@ enum Next {
     Close,
     /// Its next request waits for a place in this bulkhead, until this deadline.
     Park(Arc<Bulkhead>, u64),
-    /// A handler ran past its deadline (in this bulkhead, by id) and the watchdog answered for
-    /// it: drop the connection without a word.
-    Lost { bulkhead: usize },
+    /// A handler ran past its deadline and the watchdog answered for it: drop the connection
+    /// without a word.
+    Lost,
     /// It had its share of this worker ([`TURN_REQUESTS`]) and has more to do: back to the end of
     /// the queue.
     Yield,
@@ -103,7 +103,7 @@ enum Step {
     /// The next request waits for a place in this bulkhead (the output is written first).
     Park(Arc<Bulkhead>, u64),
     /// See [`Next::Lost`].
-    Lost { bulkhead: usize },
+    Lost,
     /// The turn answered [`TURN_REQUESTS`] with requests still buffered: write, then requeue.
     Yield,
 }
@@ -117,7 +117,7 @@ enum Answer {
     /// Its client left while it waited: close.
     Gone,
     /// See [`Next::Lost`].
-    Lost { bulkhead: usize },
+    Lost,
 }
 
 impl Worker {
@@ -145,7 +145,14 @@ impl Worker {
         // Asked to give way (`Queue::recycle`), the thread returns: its exit has the pool start
         // a fresh one, and its thread-local destructors run (releasing libraries they pin).
         let born = shared.queue.epoch();
-        'serving: while let Some(slot) = shared.queue.pop(born) {
+        'serving: loop {
+            let Some(slot) = shared.queue.pop(born) else {
+                if !shared.queue.is_stopped() {
+                    shared.workers.replace(&shared, &self.record);
+                    exit.2 = true;
+                }
+                break;
+            };
             // Requests already there when the loop queued it were received then.
             let mut arrived = slot.begin();
             let mut popped = true;
@@ -197,13 +204,10 @@ impl Worker {
                             break;
                         }
                     }
-                    Next::Lost { bulkhead } => {
+                    Next::Lost => {
                         // The watchdog answered the client and told the loop to forget it.
                         *conn = Conn::closed(conn.token, conn.peer);
                         drop(conn);
-                        if let Some(b) = shared.bulkheads.by_id(bulkhead) {
-                            b.count_lost(false);
-                        }
                         if shared.workers.found(&shared, shared.max_lost_workers()) {
                             // The pool is full without this thread (and counted it gone).
                             exit.2 = true;
@@ -309,9 +313,9 @@ impl Worker {
                 // Handlers ran: the write deadline and the next calls count from now.
                 now = shared.clock.now();
             }
-            if let Step::Lost { bulkhead } = step {
+            if let Step::Lost = step {
                 self.out.clear();
-                return Next::Lost { bulkhead };
+                return Next::Lost;
             }
             let close = match step {
                 Step::Close { linger: true } => {
