@@ -79,6 +79,7 @@ impl Host {
             );
         }
         registry.set_access_log(config.access_log);
+        registry.set_health(config.health.clone());
         registry.set_metrics(config.admin_listen.is_some());
         registry.set_quarantine(quarantined);
         registry
@@ -186,7 +187,14 @@ impl HostHandle {
 
     /// Starts a graceful shutdown.
     pub fn begin_shutdown(&self) {
+        self.reloader.registry.set_stopping();
         self.server.begin_shutdown();
+    }
+
+    /// A shutdown is coming (the supervisor got SIGTERM and waits `[limits] drain_delay_ms`):
+    /// the service port's readiness probe answers `503` from now on, while everything serves.
+    pub fn stop_soon(&self) {
+        self.reloader.registry.set_stopping();
     }
 
     /// Replaces the list of files not to load (see [`Registry::set_quarantine`]); the loader
@@ -197,11 +205,14 @@ impl HostHandle {
 
     /// How this process is doing: its counters, plugins and the plugin code running now.
     pub fn snapshot(&self) -> Snapshot {
-        let drain_timeout = self.reloader.lock_config().limits.drain_timeout;
+        let drain = {
+            let config = self.reloader.lock_config();
+            (config.limits.drain_timeout, config.limits.drain_delay)
+        };
         Snapshot::of(
             &self.reloader.registry,
             self.server.stats().unwrap_or_default(),
-            drain_timeout,
+            drain,
         )
     }
 }
@@ -264,6 +275,7 @@ impl Reloader {
         let mut config = self.lock_config();
         let at_start = (
             (&new.listen, new.workers, &new.plugins_dir, new.processes),
+            new.reuse_port,
             (&new.admin_listen, &new.log_level, new.reload_debounce),
             (new.quarantine_after, new.quarantine_window),
         );
@@ -274,6 +286,7 @@ impl Reloader {
                 &config.plugins_dir,
                 config.processes,
             ),
+            config.reuse_port,
             (
                 &config.admin_listen,
                 &config.log_level,
@@ -283,13 +296,14 @@ impl Reloader {
         );
         if at_start != running {
             tracing::warn!(
-                "listen, processes, workers, plugins_dir, [admin], [quarantine], log.level and \
-                 reload_debounce_ms take effect at the next restart"
+                "listen, reuse_port, processes, workers, plugins_dir, [admin], [quarantine], \
+                 log.level and reload_debounce_ms take effect at the next restart"
             );
             new.processes = config.processes;
             new.quarantine_after = config.quarantine_after;
             new.quarantine_window = config.quarantine_window;
             new.listen.clone_from(&config.listen);
+            new.reuse_port = config.reuse_port;
             new.workers = config.workers;
             new.plugins_dir.clone_from(&config.plugins_dir);
             new.admin_listen.clone_from(&config.admin_listen);
@@ -307,6 +321,7 @@ impl Reloader {
                 .set_policies(new.plugin_limits.clone());
         }
         self.registry.set_access_log(new.access_log);
+        self.registry.set_health(new.health.clone());
         self.registry.reconfigure(
             new.plugin_settings.clone(),
             new.routes.clone(),

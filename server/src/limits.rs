@@ -53,6 +53,10 @@ pub struct Limits {
     /// Time graceful shutdown waits for requests in flight before it closes what is left (and,
     /// if a handler is still running then, returns anyway, naming it).
     pub drain_timeout: Duration,
+    /// Time between SIGTERM and the drain, during which the server still serves but reports
+    /// itself not ready (`/readyz` answers `503`), so that a load balancer stops sending before
+    /// any connection is refused. 0 (the default): the drain begins at once.
+    pub drain_delay: Duration,
     /// Time from receiving a request to its answer. A handler still running past it is written
     /// off: its client gets `504` (see `watchdog.rs`); a request that waited for a worker past it
     /// gets `503` without running.
@@ -150,6 +154,7 @@ impl Default for Limits {
             keep_alive_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
             handler_timeout: Duration::from_secs(30),
             queue_timeout: Duration::from_secs(1),
             max_lost_workers: None,

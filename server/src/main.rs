@@ -16,7 +16,13 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 /// Serves HTTP/1.1 with request handlers loaded from plugins (*.so) in a folder.
 #[derive(Parser)]
-#[command(version, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+#[command(
+    version,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    // A flag given twice: the last one counts, as in most tools (a wrapper script adds one).
+    args_override_self = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -426,6 +426,12 @@ enum Phase {
 /// refused. `TCP_NODELAY` is set on the listener: Linux hands it down to every accepted socket,
 /// which saves a `setsockopt` per connection (elsewhere the loop sets it on each socket).
 pub(crate) fn bind(addr: &str) -> io::Result<std::net::TcpListener> {
+    bind_with(addr, false)
+}
+
+/// [`bind`], with `SO_REUSEPORT` when `reuse_port`: several processes (several hosts) may then
+/// listen on the same port, and the kernel spreads new connections over them.
+pub(crate) fn bind_with(addr: &str, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
     let mut last = io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -436,6 +442,9 @@ pub(crate) fn bind(addr: &str) -> io::Result<std::net::TcpListener> {
             let domain = socket2::Domain::for_address(resolved);
             let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
             socket.set_reuse_address(true)?;
+            if reuse_port {
+                socket.set_reuse_port(true)?;
+            }
             socket.set_tcp_nodelay(true)?;
             socket.set_nonblocking(true)?;
             socket.bind(&resolved.into())?;

@@ -30,6 +30,9 @@ pub struct Snapshot {
     pub running: Vec<Running>,
     /// Its drain timeout in force, in milliseconds (it can be reloaded).
     pub drain_timeout_ms: u64,
+    /// Its drain delay in force (`[limits] drain_delay_ms`).
+    #[serde(default)]
+    pub drain_delay_ms: u64,
 }
 
 /// One plugin, as a process or the whole server sees it.
@@ -58,8 +61,9 @@ pub struct PluginRow {
 }
 
 impl Snapshot {
-    /// What `registry` and the server's counters say now, with the drain timeout in force.
-    pub fn of(registry: &Registry, server: ServerStats, drain_timeout: Duration) -> Snapshot {
+    /// What `registry` and the server's counters say now, with the drain timeout and delay in
+    /// force.
+    pub fn of(registry: &Registry, server: ServerStats, drain: (Duration, Duration)) -> Snapshot {
         let bulkheads: BTreeMap<String, BulkheadStats> = registry
             .bulkheads()
             .stats()
@@ -89,7 +93,8 @@ impl Snapshot {
             server,
             plugins,
             running: crate::crash::running(32),
-            drain_timeout_ms: drain_timeout.as_millis() as u64,
+            drain_timeout_ms: drain.0.as_millis() as u64,
+            drain_delay_ms: drain.1.as_millis() as u64,
         }
     }
 }

@@ -58,7 +58,11 @@ fn respond(code: u16, content_type: &str, body: String) -> Response {
 /// process serves, none is stopping (draining), and every plugin in the folder is loaded.
 fn not_ready(o: &Overview) -> Option<String> {
     let mut why = String::new();
-    if !o.processes.iter().any(|p| p.state == "serving") {
+    if !o
+        .processes
+        .iter()
+        .any(|p| p.state == "serving" || p.state == "stopping")
+    {
         why.push_str("no server process is serving\n");
     }
     if o.processes.iter().any(|p| p.state == "stopping") {

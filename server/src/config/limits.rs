@@ -33,6 +33,7 @@ pub(super) struct RawLimits {
     keep_alive_timeout_ms: Option<Spanned<i64>>,
     write_timeout_ms: Option<Spanned<i64>>,
     drain_timeout_ms: Option<Spanned<i64>>,
+    drain_delay_ms: Option<Spanned<i64>>,
     handler_timeout_ms: Option<Spanned<i64>>,
     queue_timeout_ms: Option<Spanned<i64>>,
     max_lost_workers: Option<Spanned<i64>>,
@@ -193,6 +194,14 @@ impl RawLimits {
             BIG,
             "drain_timeout_ms",
             &mut l.drain_timeout,
+            ms,
+        )?;
+        set(
+            self.drain_delay_ms,
+            0,
+            BIG,
+            "drain_delay_ms",
+            &mut l.drain_delay,
             ms,
         )?;
         set(

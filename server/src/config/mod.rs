@@ -8,6 +8,7 @@
 //! processes = 1               # server processes under the supervisor, or "auto" (one per CPU)
 //! workers = 2                 # worker threads in each server process
 //! plugins_dir = "plugins"     # folder of *.so plugins
+//! reuse_port = false          # SO_REUSEPORT: several hosts may listen on one port
 //!
 //! [quarantine]                # a plugin file that crashes its process this often stays unloaded
 //! crashes = 3                 # 0: never quarantine
@@ -30,6 +31,10 @@
 //! [admin]                     # off by default: /metrics, /status, and a status page
 //! listen = "127.0.0.1:9090"   # loopback only, unless allow_remote = true
 //!
+//! [health]                    # probes on the service port, answered by the host (off by default)
+//! alive = "/healthz"          # 200 while the process serves
+//! ready = "/readyz"           # 200 when every plugin is loaded and no drain is coming, else 503
+//!
 //! [[routes]]                  # more mounts; every plugin NAME is also at /NAME
 //! prefix = "/api/kv"
 //! plugin = "kv"
@@ -48,7 +53,7 @@ use plugin_api::__private::line_of;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::plugin::RouteSpec;
+use crate::plugin::{HealthPaths, RouteSpec};
 use crate::{BulkheadPolicy, Limits};
 
 mod limits;
@@ -82,6 +87,10 @@ pub struct Config {
     pub log_level: String,
     /// The admin listener's address (`[admin] listen`), if it is on.
     pub admin_listen: Option<String>,
+    /// The probes on the service port (`[health]`).
+    pub health: HealthPaths,
+    /// Listen with `SO_REUSEPORT` (`reuse_port`), so that several hosts share the port.
+    pub reuse_port: bool,
     /// Log one line per request (target `access`, Common Log Format plus duration, plugin and
     /// generation).
     pub access_log: bool,
@@ -105,6 +114,8 @@ impl Default for Config {
             reload_debounce: Duration::from_millis(150),
             log_level: "info".into(),
             admin_listen: None,
+            health: HealthPaths::default(),
+            reuse_port: false,
             access_log: false,
             quarantine_after: 3,
             quarantine_window: Duration::from_secs(60),
@@ -298,6 +309,27 @@ impl Config {
             }
             config.admin_listen = Some(admin.listen.into_inner());
         }
+        config.reuse_port = raw.reuse_port.unwrap_or(false);
+        if let Some(health) = raw.health {
+            let path = |p: Option<Spanned<String>>, key: &str| match p {
+                Some(p)
+                    if !p.get_ref().starts_with('/') || p.get_ref().contains(['?', '#', ' ']) =>
+                {
+                    Err(at(
+                        Some(p.span()),
+                        format!(
+                            "health.{key}: {:?} must be a path starting with '/'",
+                            p.get_ref()
+                        ),
+                    ))
+                }
+                p => Ok(p.map(Spanned::into_inner)),
+            };
+            config.health = HealthPaths {
+                alive: path(health.alive, "alive")?,
+                ready: path(health.ready, "ready")?,
+            };
+        }
         if let Some(limits) = raw.limits {
             (config.limits, config.plugin_limits) = limits
                 .apply(Limits::default())
@@ -346,9 +378,11 @@ struct RawConfig {
     workers: Option<Spanned<i64>>,
     plugins_dir: Option<Spanned<String>>,
     reload_debounce_ms: Option<Spanned<i64>>,
+    reuse_port: Option<bool>,
     limits: Option<RawLimits>,
     log: Option<RawLog>,
     admin: Option<RawAdmin>,
+    health: Option<RawHealth>,
     quarantine: Option<RawQuarantine>,
     #[serde(default)]
     routes: Vec<RawRoute>,
@@ -362,6 +396,13 @@ struct RawAdmin {
     listen: Spanned<String>,
     #[serde(default)]
     allow_remote: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    alive: Option<Spanned<String>>,
+    ready: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -522,6 +563,14 @@ count = 2
         let e = parse("[limits]\nmax_bodies = 1\n").unwrap_err();
         assert_eq!(e.line, Some(2));
         assert!(e.message.contains("max_bodies"), "{e}");
+
+        let e = parse("[health]\nready = \"readyz\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("health.ready"), "{e}");
+        let c = parse("[health]\nready = \"/ready\"\n[limits]\ndrain_delay_ms = 250\n").unwrap();
+        assert_eq!(c.health.ready.as_deref(), Some("/ready"));
+        assert_eq!(c.health.alive, None);
+        assert_eq!(c.limits.drain_delay, Duration::from_millis(250));
 
         let e = parse("[[routes]]\nprefix = \"api\"\nplugin = \"kv\"\n").unwrap_err();
         assert_eq!(e.line, Some(2));

@@ -24,7 +24,8 @@ mod watch;
 pub use loader::{Generation, PluginFile};
 pub use pinned::{count as pinned_images, epoch as pinned_epoch};
 pub use registry::{
-    LATENCY_BUCKETS_US, PluginCounts, PluginInfo, Quarantined, Registry, RouteSpec, plugin_name,
+    HealthPaths, LATENCY_BUCKETS_US, PluginCounts, PluginInfo, Quarantined, Registry, RouteSpec,
+    plugin_name,
 };
 pub use shadow::sweep as sweep_shadow_copies;
 pub use watch::{Change, WatchSpec, Watcher, watch};

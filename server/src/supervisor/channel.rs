@@ -19,6 +19,8 @@ use crate::plugin::Quarantined;
 pub enum Down {
     /// Drain and exit (the supervisor got SIGTERM or SIGINT).
     Shutdown,
+    /// A drain is coming: report not ready, serve on.
+    StopSoon,
     /// Re-read the configuration and rescan the plugins folder (the supervisor got SIGHUP).
     Reload,
     /// Answer with [`Up::Status`] carrying `seq`.

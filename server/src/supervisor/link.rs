@@ -69,6 +69,7 @@ impl Link {
             };
             match channel::decode::<Down>(&buf[..n]) {
                 Some(Down::Shutdown) => host.begin_shutdown(),
+                Some(Down::StopSoon) => host.stop_soon(),
                 Some(Down::Reload) => host.reload_everything(),
                 Some(Down::Quarantine { files }) => host.set_quarantine(files),
                 Some(Down::Status { seq }) => {

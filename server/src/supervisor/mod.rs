@@ -17,6 +17,7 @@
 
 mod channel;
 mod child;
+mod drain;
 mod link;
 mod quarantine;
 mod replace;
@@ -35,7 +36,6 @@ use mio::{Events, Poll, Token, Waker};
 use crate::ServerHandle;
 use crate::admin::{Overview, Totals};
 use crate::config::Config;
-use crate::crash::signal_name;
 pub use channel::{Down, Up};
 use child::Process;
 pub use child::inherited;
@@ -137,6 +137,12 @@ enum Phase {
     /// No process has served yet.
     Starting,
     Serving,
+    /// Told to stop: every process serves on but reports itself not ready, until `until`, when
+    /// the drain begins (`drain.rs`).
+    StoppingSoon {
+        until: Instant,
+        signal: i32,
+    },
     Draining {
         deadline: Instant,
         outcome: Ended,
@@ -159,7 +165,7 @@ struct Ask {
 impl Supervisor {
     fn new(options: Options) -> io::Result<Supervisor> {
         let config = &options.config;
-        let listener = crate::server::bind(&config.listen)?;
+        let listener = crate::server::bind_with(&config.listen, config.reuse_port)?;
         let addr = listener.local_addr()?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -216,6 +222,7 @@ impl Supervisor {
             self.reap_retiring();
             self.start_due();
             self.answer_asks();
+            self.check_stop_soon();
             if let Some(ended) = self.check_drain() {
                 break ended;
             }
@@ -238,11 +245,11 @@ impl Supervisor {
         for ask in &self.asks {
             at = at.min(ask.deadline);
         }
-        // Past it, the kills are sent and the loop only waits to reap: no busy wake-ups.
-        if let Phase::Draining { deadline, .. } = self.phase
-            && deadline > now
-        {
-            at = at.min(deadline);
+        match self.phase {
+            // Past it, the kills are sent and the loop only waits to reap: no busy wake-ups.
+            Phase::Draining { deadline, .. } if deadline > now => at = at.min(deadline),
+            Phase::StoppingSoon { until, .. } => at = at.min(until),
+            _ => {}
         }
         at
     }
@@ -252,7 +259,7 @@ impl Supervisor {
             match event {
                 Event::Signal(libc::SIGHUP) => self.reload(),
                 Event::Signal(libc::SIGCHLD) => {} // `reap` runs after every wake-up
-                Event::Signal(signal) => self.begin_drain(signal),
+                Event::Signal(signal) => self.stop(signal),
                 Event::Overview(reply) => self.ask(reply),
             }
         }
@@ -270,89 +277,6 @@ impl Supervisor {
         for process in self.running() {
             process.send(&Down::Reload);
         }
-    }
-
-    fn begin_drain(&mut self, signal: i32) {
-        if matches!(self.phase, Phase::Draining { .. }) {
-            return;
-        }
-        let running = self.running().count();
-        tracing::info!(
-            signal = %signal_name(signal),
-            "shutting down: draining {running} server process(es)"
-        );
-        // The processes apply a reloaded drain timeout at once; wait for the longest in force.
-        let drain = self
-            .running()
-            .filter_map(|p| p.last.as_ref())
-            .map(|s| Duration::from_millis(s.drain_timeout_ms))
-            .fold(self.options.config.limits.drain_timeout, Duration::max);
-        self.phase = Phase::Draining {
-            deadline: Instant::now() + drain + DRAIN_GRACE,
-            outcome: Ended::Clean,
-        };
-        self.listener = None;
-        self.drain_retiring();
-        for slot in &mut self.slots {
-            if let Some((line, _)) = slot.report.take() {
-                tracing::error!("{line}; not replaced: shutting down");
-            }
-            match &slot.state {
-                State::Running(process) => process.send(&Down::Shutdown),
-                _ => slot.state = State::Stopped,
-            }
-        }
-    }
-
-    /// Past the drain deadline, kills what still runs; `Some` once every process has ended.
-    fn check_drain(&mut self) -> Option<Ended> {
-        let Phase::Draining { deadline, outcome } = &mut self.phase else {
-            return None;
-        };
-        let past = Instant::now() >= *deadline;
-        if past {
-            for slot in &mut self.slots {
-                let State::Running(process) = &mut slot.state else {
-                    continue;
-                };
-                if process.killed {
-                    continue;
-                }
-                let holding = process
-                    .last
-                    .as_ref()
-                    .and_then(|s| s.running.first())
-                    .map_or("no plugin code was running".into(), |r| {
-                        format!(
-                            "plugin {} (generation {}) had been running {} for {} ms",
-                            r.plugin, r.generation, r.what, r.for_ms
-                        )
-                    });
-                tracing::error!(
-                    "server process {} (pid {}) was still busy when the drain timed out: \
-                     {holding}; killed",
-                    slot.number,
-                    process.pid,
-                );
-                // Reaped by `reap` like any other exit.
-                process.kill();
-                *outcome = Ended::Unfinished;
-            }
-        }
-        if past
-            && self.kill_retiring()
-            && let Phase::Draining { outcome, .. } = &mut self.phase
-        {
-            *outcome = Ended::Unfinished;
-        }
-        let Phase::Draining { outcome, .. } = self.phase else {
-            return None;
-        };
-        let done = self
-            .slots
-            .iter()
-            .all(|s| matches!(s.state, State::Stopped) && s.retiring.is_none());
-        done.then_some(outcome)
     }
 
     /// Reads every message a process sent.
@@ -403,6 +327,12 @@ impl Supervisor {
             tracing::error!("{line}; replaced in {} ms", since.elapsed().as_millis());
         }
         self.retire_replaced(i);
+        if matches!(self.phase, Phase::StoppingSoon { .. })
+            && let State::Running(process) = &self.slots[i].state
+        {
+            // A replacement that starts during the delay is not ready either.
+            process.send(&Down::StopSoon);
+        }
         if matches!(self.phase, Phase::Starting) {
             self.phase = Phase::Serving;
             tracing::info!(

@@ -46,7 +46,10 @@ impl Supervisor {
     }
 
     pub(super) fn overview(&self) -> Overview {
-        let draining = matches!(self.phase, Phase::Draining { .. });
+        let draining = matches!(
+            self.phase,
+            Phase::Draining { .. } | Phase::StoppingSoon { .. }
+        );
         let processes = self
             .slots
             .iter()

@@ -11,6 +11,7 @@ mod fixtures;
 mod guide;
 mod handover;
 mod hardening;
+mod health;
 mod plugins;
 mod reload;
 mod routing;

@@ -20,6 +20,10 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use plugin_api::{Request, Response, ResponseBuilder, abi::ABI_VERSION};
 
+mod health;
+
+pub use health::HealthPaths;
+
 use crate::plugin::handover::{self, Swapped};
 use crate::plugin::reaper::Reaper;
 use crate::plugin::{Generation, LoadError, PluginFile};
@@ -81,6 +85,8 @@ pub struct Registry {
     bulkheads: Arc<Bulkheads>,
     /// Where generations no longer served are torn down, when their last request has ended.
     reaper: Reaper,
+    /// Set once the server is going to stop: not ready any more (`health.rs`).
+    stopping: AtomicBool,
 }
 
 struct Inner {
@@ -94,6 +100,8 @@ struct Inner {
     next_numbers: BTreeMap<String, u64>,
     /// Files not to load (from the supervisor).
     quarantine: Vec<Quarantined>,
+    /// The probe paths (`[health]`).
+    health: HealthPaths,
 }
 
 struct Mounted {
@@ -228,6 +236,8 @@ impl PluginStats {
 struct RouteTable {
     /// Longest prefix first.
     routes: Vec<(String, Arc<Mount>, String)>,
+    /// The host's probes, answered before any route (`health.rs`).
+    health: HealthPaths,
 }
 
 impl Registry {
@@ -249,12 +259,14 @@ impl Registry {
                 routes,
                 next_numbers: BTreeMap::new(),
                 quarantine: Vec::new(),
+                health: HealthPaths::default(),
             }),
             table: ArcSwap::from_pointee(RouteTable::default()),
             access_log: AtomicBool::new(false),
             metrics: AtomicBool::new(false),
             bulkheads: Arc::new(Bulkheads::new()),
             reaper: Reaper::spawn()?,
+            stopping: AtomicBool::new(false),
         };
         registry.rebuild(&mut registry.lock());
         Ok(registry)
@@ -632,7 +644,10 @@ impl Registry {
             routes.push((spec.prefix.clone(), mount, spec.plugin.clone()));
         }
         routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        self.table.store(Arc::new(RouteTable { routes }));
+        self.table.store(Arc::new(RouteTable {
+            routes,
+            health: inner.health.clone(),
+        }));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -691,6 +706,10 @@ impl Registry {
             return call.answered();
         }
         let table = self.table.load();
+        if let Some(answer) = self.probe(&table, request) {
+            call.respond(answer.view());
+            return call.answered();
+        }
         let path = request.path();
         let Some((prefix, mount, name)) = table.routes.iter().find(|(p, _, _)| matches(p, path))
         else {
