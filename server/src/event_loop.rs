@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use mio::net::{TcpListener, UnixDatagram};
 use mio::{Events, Interest, Poll, Token};
 
-use crate::conn::{Conn, Slot};
+use crate::conn::{Conn, Reading, Slot};
 use crate::control::{self, ControlMsg};
 use crate::http::encode::{DateCache, Persist, encode_busy};
 use crate::pool::STALL_MS;
@@ -210,6 +210,11 @@ impl EventLoop {
                     continue;
                 }
             };
+            if limits.proxy.protocol && !limits.proxy.trusted.contains(peer.ip()) {
+                // Only the balancers may connect; they say whose each connection is.
+                tracing::debug!(%peer, "refused: not a trusted source of PROXY protocol headers");
+                continue;
+            }
             // On Linux the socket inherited TCP_NODELAY from the listener (see `server::bind`).
             #[cfg(not(target_os = "linux"))]
             if let Err(e) = stream.set_nodelay(true) {
@@ -234,7 +239,10 @@ impl EventLoop {
             let now = clock.now();
             let deadline = clock.after(now, limits.header_timeout);
             let budget = Arc::clone(&self.shared.buffered);
-            let conn = Conn::new(stream, (token, peer), now, budget);
+            let mut conn = Conn::new(stream, (token, peer), now, budget);
+            if limits.proxy.protocol {
+                conn.reading = Reading::Proxy;
+            }
             self.conns[token] = Some(Arc::new(Slot::new(token, conn, deadline)));
             self.open += 1;
             self.shared.stats.open.store(self.open, Ordering::Relaxed);

@@ -57,6 +57,8 @@ pub struct Limits {
     /// itself not ready (`/readyz` answers `503`), so that a load balancer stops sending before
     /// any connection is refused. 0 (the default): the drain begins at once.
     pub drain_delay: Duration,
+    /// Who may say whose a connection is: the PROXY protocol and `X-Forwarded-For`.
+    pub proxy: crate::http::proxy::ProxyPolicy,
     /// Time from receiving a request to its answer. A handler still running past it is written
     /// off: its client gets `504` (see `watchdog.rs`); a request that waited for a worker past it
     /// gets `503` without running.
@@ -155,6 +157,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             drain_delay: Duration::ZERO,
+            proxy: crate::http::proxy::ProxyPolicy::default(),
             handler_timeout: Duration::from_secs(30),
             queue_timeout: Duration::from_secs(1),
             max_lost_workers: None,

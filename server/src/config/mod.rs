@@ -9,6 +9,9 @@
 //! workers = 2                 # worker threads in each server process
 //! plugins_dir = "plugins"     # folder of *.so plugins
 //! reuse_port = false          # SO_REUSEPORT: several hosts may listen on one port
+//! proxy_protocol = false      # connections come from balancers that send a PROXY header first
+//! forwarded_for = false       # take the client from X-Forwarded-For of a trusted proxy
+//! trusted_proxies = ["127.0.0.0/8", "::1"]   # who may do either (the default: loopback)
 //!
 //! [quarantine]                # a plugin file that crashes its process this often stays unloaded
 //! crashes = 3                 # 0: never quarantine
@@ -53,6 +56,7 @@ use plugin_api::__private::line_of;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::http::proxy::Trusted;
 use crate::plugin::{HealthPaths, RouteSpec};
 use crate::{BulkheadPolicy, Limits};
 
@@ -335,6 +339,12 @@ impl Config {
                 .apply(Limits::default())
                 .map_err(|(span, m)| at(span, m))?;
         }
+        config.limits.proxy.protocol = raw.proxy_protocol.unwrap_or(false);
+        config.limits.proxy.forwarded_for = raw.forwarded_for.unwrap_or(false);
+        if let Some(trusted) = raw.trusted_proxies {
+            config.limits.proxy.trusted = Trusted::parse(trusted.get_ref())
+                .map_err(|e| at(Some(trusted.span()), format!("trusted_proxies: {e}")))?;
+        }
         for route in raw.routes {
             let prefix = route.prefix.get_ref();
             let valid = prefix.starts_with('/') && !prefix.contains(['?', '#', ' ']);
@@ -379,6 +389,9 @@ struct RawConfig {
     plugins_dir: Option<Spanned<String>>,
     reload_debounce_ms: Option<Spanned<i64>>,
     reuse_port: Option<bool>,
+    proxy_protocol: Option<bool>,
+    forwarded_for: Option<bool>,
+    trusted_proxies: Option<Spanned<Vec<String>>>,
     limits: Option<RawLimits>,
     log: Option<RawLog>,
     admin: Option<RawAdmin>,
@@ -563,6 +576,20 @@ count = 2
         let e = parse("[limits]\nmax_bodies = 1\n").unwrap_err();
         assert_eq!(e.line, Some(2));
         assert!(e.message.contains("max_bodies"), "{e}");
+
+        let e = parse("proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"x\"]\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("trusted_proxies: \"x\""), "{e}");
+        let c = parse("proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]\n").unwrap();
+        assert!(c.limits.proxy.protocol && !c.limits.proxy.forwarded_for);
+        assert!(c.limits.proxy.trusted.contains("10.1.2.3".parse().unwrap()));
+        assert!(
+            !c.limits
+                .proxy
+                .trusted
+                .contains("127.0.0.1".parse().unwrap())
+        );
 
         let e = parse("[health]\nready = \"readyz\"\n").unwrap_err();
         assert_eq!(e.line, Some(2));

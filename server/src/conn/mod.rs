@@ -103,6 +103,9 @@ pub(crate) struct Transfer {
 /// Where a connection is in reading requests.
 #[derive(Debug)]
 pub(crate) enum Reading {
+    /// Waiting for the PROXY protocol header a trusted balancer sends before any request
+    /// (`http/proxy.rs`).
+    Proxy,
     /// Waiting for a request head, or for the rest of one. `since`: when its first byte arrived
     /// (the header timeout counts from there), 0 while nothing of it has. `scanned`: bytes of it
     /// already searched for the head's end, so that a head trickled in small pieces is searched
@@ -200,7 +203,7 @@ impl Reading {
     pub fn since(&self) -> u64 {
         match self {
             Reading::Head { since, .. } | Reading::Body { since, .. } => *since,
-            Reading::Done | Reading::Discard { .. } => 0,
+            Reading::Proxy | Reading::Done | Reading::Discard { .. } => 0,
         }
     }
 

@@ -7,4 +7,5 @@ pub(crate) mod body;
 pub(crate) mod encode;
 pub(crate) mod lines;
 pub(crate) mod parse;
+pub mod proxy;
 pub(crate) mod target;

@@ -72,7 +72,7 @@ impl Worker {
             version: head.version,
             headers,
             body,
-            peer: Some(conn.peer),
+            peer: Some(peer(limits, conn, headers)),
             mount: "",
             source: source.as_ref(),
         });
@@ -174,4 +174,29 @@ impl Worker {
 /// The `500` for a handler that panicked or answered with something that cannot be sent.
 pub(crate) fn internal_error() -> Response {
     Response::text(500, "internal server error\n")
+}
+
+/// The request's client: the connection's peer (the PROXY header's client, if one came), or,
+/// from a trusted proxy with `forwarded_for` on, the rightmost untrusted address of its
+/// `X-Forwarded-For` lines (its port unknown: 0).
+#[inline]
+fn peer(limits: &Limits, conn: &Conn, headers: &[Header<'_>]) -> std::net::SocketAddr {
+    let policy = &limits.proxy;
+    if !policy.forwarded_for || !policy.trusted.contains(conn.peer.ip()) {
+        return conn.peer;
+    }
+    let mut list = String::new();
+    for h in headers
+        .iter()
+        .filter(|h| h.name().eq_ignore_ascii_case("x-forwarded-for"))
+    {
+        if !list.is_empty() {
+            list.push(',');
+        }
+        list.push_str(&String::from_utf8_lossy(h.value()));
+    }
+    match policy.trusted.forwarded_client(&list) {
+        Some(ip) => std::net::SocketAddr::new(ip, 0),
+        None => conn.peer,
+    }
 }

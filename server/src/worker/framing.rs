@@ -13,6 +13,7 @@ use crate::http::encode::{CONTINUE, encode_error};
 use crate::http::parse::{
     Framing, Head, Reject, check_length, check_partial, head_ends, parse_head,
 };
+use crate::http::proxy;
 use crate::shared::Shared;
 
 impl Worker {
@@ -32,8 +33,27 @@ impl Worker {
             if buf.is_empty() {
                 buf.start = 0;
                 buf.end = 0;
-                conn.reading = Reading::HEAD;
+                if !matches!(conn.reading, Reading::Proxy) {
+                    conn.reading = Reading::HEAD;
+                }
                 return Step::NeedInput;
+            }
+            if let Reading::Proxy = conn.reading {
+                match proxy::parse(buf.pending()) {
+                    Ok(Some(header)) => {
+                        buf.start += header.len;
+                        if let Some(client) = header.client {
+                            conn.peer = client;
+                        }
+                        conn.reading = Reading::HEAD;
+                        continue;
+                    }
+                    Ok(None) => return Step::NeedInput,
+                    Err(why) => {
+                        tracing::debug!(peer = %conn.peer, "refused connection: {why}");
+                        return Step::Close { linger: false };
+                    }
+                }
             }
             if self.out.len() > OUT_HIGH_WATER || self.file.is_some() {
                 return Step::More;

@@ -275,7 +275,7 @@ impl Worker {
                 return io::linger(conn, now, until);
             }
             Reading::Done => return Next::Close,
-            Reading::Head { .. } | Reading::Body { .. } => {}
+            Reading::Proxy | Reading::Head { .. } | Reading::Body { .. } => {}
         }
         let mut buf = if conn.input.data.is_empty() {
             std::mem::take(&mut self.spare)
@@ -409,6 +409,9 @@ impl Worker {
                 return Next::Idle(clock.after(conn.accepted, limits.header_timeout));
             }
             Next::Idle(clock.after(now, limits.keep_alive_timeout))
+        } else if matches!(conn.reading, Reading::Proxy) {
+            // Part of a PROXY header: it is the first request's, timed from the accept.
+            Next::Idle(clock.after(conn.accepted, limits.header_timeout))
         } else if matches!(conn.reading, Reading::Body { .. }) {
             // The head is in; the body is on its way, at the minimum data rate at least.
             let by_rate = limits.rate_deadline(conn.reading.since(), buf.pending().len() as u64);

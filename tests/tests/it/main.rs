@@ -13,6 +13,7 @@ mod handover;
 mod hardening;
 mod health;
 mod plugins;
+mod proxy;
 mod reload;
 mod routing;
 mod signals;
