@@ -15,6 +15,7 @@
 //! signal thread and the admin listener ring. It also spawns every process, which matters: a
 //! process's parent-death signal follows the thread that forked it.
 
+mod activation;
 mod channel;
 mod child;
 mod drain;
@@ -165,7 +166,16 @@ struct Ask {
 impl Supervisor {
     fn new(options: Options) -> io::Result<Supervisor> {
         let config = &options.config;
-        let listener = crate::server::bind_with(&config.listen, config.reuse_port)?;
+        let listener = match activation::take()? {
+            Some(listener) => {
+                tracing::info!(
+                    "serving the socket the service manager passed (LISTEN_FDS); `listen` is not \
+                     used"
+                );
+                listener
+            }
+            None => crate::server::bind_with(&config.listen, config.reuse_port)?,
+        };
         let addr = listener.local_addr()?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);

@@ -146,3 +146,25 @@ fn without_reuse_port_a_second_host_on_the_port_is_refused() {
         "{line}"
     );
 }
+
+/// systemd socket activation, with systemd's own tool: it listens, and on the first connection
+/// executes the host with the socket as descriptor 3 (`LISTEN_FDS`, `LISTEN_PID`), which serves
+/// it (the harness's `--listen 127.0.0.1:0` is not used).
+#[test]
+fn a_socket_passed_by_the_service_manager_is_served() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = HostProcess::prepare(&["libhello.so"], "");
+    let listen = port.to_string();
+    let host = HostProcess::spawn_wrapped(&dir, &[], &["systemd-socket-activate", "-l", &listen]);
+    // systemd-socket-activate's own line, once it listens.
+    host.wait_for_log(&format!("Listening on {listen}"), WAIT);
+    // The first connection waits in the socket's backlog while the host starts.
+    let mut c = Client::connect(port);
+    let host = host.ready();
+    assert_eq!(host.addr, port);
+    assert_eq!(c.get("/hello").text(), "Hello");
+    host.wait_for_log("serving the socket the service manager passed", WAIT);
+}
