@@ -12,7 +12,7 @@ use mini_async_http::config::{Config, Overrides, parse_processes};
 use mini_async_http::host::Host;
 use mini_async_http::plugin::{Quarantined, Registry};
 use mini_async_http::supervisor::{self, Ended, Link};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 
 /// Serves HTTP/1.1 with request handlers loaded from plugins (*.so) in a folder.
 #[derive(Parser)]
@@ -116,8 +116,9 @@ Examples:
 
 A supervisor runs the server processes and replaces any that dies (a crashing plugin is named in
 the log, and quarantined after repeated crashes). Plugins and config.toml are reloaded when they
-change. Signals: SIGTERM or SIGINT drain and exit; SIGHUP reloads the configuration, rescans the
-plugins folder and lifts every quarantine.
+change. Signals: SIGTERM or SIGINT drain and exit (after [limits] drain_delay_ms); SIGHUP reloads
+the configuration, rescans the plugins folder and lifts every quarantine; SIGUSR2 starts the binary
+installed at this one's path on the same sockets, and drains this one once it serves.
 Exit codes: 0 done, 1 a problem (printed), 2 bad arguments.";
 
 fn main() -> ExitCode {
@@ -181,10 +182,13 @@ fn serve(args: HostArgs) -> anyhow::Result<()> {
         p if p.exists() => p.to_owned(),
         _ => std::env::current_exe().context("cannot find this binary")?,
     };
+    // SIGUSR2 runs the binary at the path this one was started from: where a new build goes.
+    let path = std::env::current_exe().context("cannot find this binary")?;
     let options = supervisor::Options {
         config,
         exe,
         args: child_args,
+        upgrade: (path, std::env::args_os().skip(1).collect()),
     };
     match supervisor::run(options).context("cannot start the server")? {
         Ended::Clean => Ok(()),
@@ -207,7 +211,7 @@ fn server_process(
     install_logging(&config.log_level);
     // Terminal and service-manager signals may reach every process of the group; only the
     // supervisor acts on them, and relays them.
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2])
         .context("cannot install signal handlers")?;
     std::thread::Builder::new()
         .name("signals".into())

@@ -187,6 +187,9 @@ pub struct HostProcess {
     pub dir: PathBuf,
     child: Child,
     log: Arc<Log>,
+    /// Processes the host started that outlive it (a supervisor started by a binary upgrade):
+    /// killed on drop if the test did not stop them.
+    adopted: Mutex<Vec<u32>>,
 }
 
 #[derive(Default)]
@@ -267,15 +270,30 @@ impl HostProcess {
         Self::launch(dir, args, &[], env)
     }
 
+    /// Like [`spawn`](Self::spawn), running the host binary at `binary` (a copy, which a test may
+    /// replace with a new build).
+    pub fn spawn_binary(dir: &Path, binary: &Path, args: &[&str]) -> HostProcess {
+        Self::launch_binary(binary, dir, args, &[], &[])
+    }
+
     fn launch(dir: &Path, args: &[&str], wrapper: &[&str], env: &[(&str, &Path)]) -> HostProcess {
-        let binary = artifact("mini-async-http");
+        Self::launch_binary(&artifact("mini-async-http"), dir, args, wrapper, env)
+    }
+
+    fn launch_binary(
+        binary: &Path,
+        dir: &Path,
+        args: &[&str],
+        wrapper: &[&str],
+        env: &[(&str, &Path)],
+    ) -> HostProcess {
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
-                c.args(rest).arg("--").arg(&binary);
+                c.args(rest).arg("--").arg(binary);
                 c
             }
-            None => Command::new(&binary),
+            None => Command::new(binary),
         };
         let mut child = command
             .current_dir(dir)
@@ -320,6 +338,30 @@ impl HostProcess {
             dir: dir.to_owned(),
             child,
             log,
+            adopted: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Takes charge of `pid`, a process this host started that outlives it (a new supervisor
+    /// after a binary upgrade): [`stop_adopted`](Self::stop_adopted) stops it, and so does the
+    /// drop, if the test could not.
+    pub fn adopt(&self, pid: u32) {
+        self.adopted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pid);
+    }
+
+    /// Sends SIGTERM to an adopted process and waits, at most `timeout`, for it to be gone.
+    ///
+    /// # Panics
+    /// If it is still there after `timeout`.
+    pub fn stop_adopted(&self, pid: u32, timeout: Duration) {
+        send_signal("TERM", pid);
+        let deadline = Instant::now() + timeout;
+        while is_host(pid) {
+            assert!(Instant::now() < deadline, "process {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -502,8 +544,26 @@ impl Drop for HostProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for pid in self
+            .adopted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            if is_host(pid) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether `pid` is a live host process (not a zombie, not another program that reused the id).
+fn is_host(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    !cmdline.is_empty() && String::from_utf8_lossy(&cmdline).contains("mini-async-http")
 }
 
 /// `kill -SIGNAL pid`.

@@ -208,6 +208,7 @@ pub fn signal_name(signal: i32) -> String {
         (libc::SIGTERM, "SIGTERM"),
         (libc::SIGINT, "SIGINT"),
         (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGUSR2, "SIGUSR2"),
         (libc::SIGPIPE, "SIGPIPE"),
         (libc::SIGTRAP, "SIGTRAP"),
         (libc::SIGSYS, "SIGSYS"),

@@ -57,7 +57,7 @@ impl Supervisor {
         }
     }
 
-    fn begin_drain(&mut self, signal: i32) {
+    pub(super) fn begin_drain(&mut self, signal: i32) {
         if matches!(self.phase, Phase::Draining { .. }) {
             return;
         }

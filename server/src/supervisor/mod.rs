@@ -24,6 +24,7 @@ mod quarantine;
 mod replace;
 mod restart;
 mod status;
+mod upgrade;
 
 use std::ffi::OsString;
 use std::io;
@@ -52,6 +53,9 @@ pub struct Options {
     pub exe: PathBuf,
     /// Arguments handed to every server process after `server-process --process N`.
     pub args: Vec<OsString>,
+    /// What SIGUSR2 executes (`upgrade.rs`): the path this binary was started from, where a new
+    /// build is installed, and the supervisor's own arguments.
+    pub upgrade: (PathBuf, Vec<OsString>),
 }
 
 /// How the supervisor ended.
@@ -108,6 +112,12 @@ struct Supervisor {
     admin: Option<ServerHandle>,
     /// A receive buffer as large as the largest message.
     buf: Vec<u8>,
+    /// The admin listener's socket, kept to hand to a new binary (`upgrade.rs`).
+    admin_listener: Option<std::net::TcpListener>,
+    /// A new supervisor being started (SIGUSR2).
+    upgrade: Option<upgrade::Upgrade>,
+    /// Started by an upgrade: the pipe to tell the old supervisor that this one serves.
+    upgraded_from: Option<std::fs::File>,
 }
 
 /// One server process number and what runs under it.
@@ -164,17 +174,30 @@ struct Ask {
 }
 
 impl Supervisor {
-    fn new(options: Options) -> io::Result<Supervisor> {
-        let config = &options.config;
-        let listener = match activation::take()? {
+    /// The socket passed by the service manager, else one bound to `listen`.
+    fn listen(config: &Config) -> io::Result<std::net::TcpListener> {
+        match activation::take()? {
             Some(listener) => {
                 tracing::info!(
                     "serving the socket the service manager passed (LISTEN_FDS); `listen` is not \
                      used"
                 );
-                listener
+                Ok(listener)
             }
-            None => crate::server::bind_with(&config.listen, config.reuse_port)?,
+            None => crate::server::bind_with(&config.listen, config.reuse_port),
+        }
+    }
+
+    fn new(options: Options) -> io::Result<Supervisor> {
+        let config = &options.config;
+        let (listener, admin_listener, upgraded_from) = match upgrade::inherited()? {
+            Some(i) => {
+                tracing::info!(
+                    "upgrade: serving the sockets of the supervisor that started this one"
+                );
+                (i.listener, i.admin, Some(i.ready))
+            }
+            None => (Self::listen(config)?, None, None),
         };
         let addr = listener.local_addr()?;
         let poll = Poll::new()?;
@@ -208,6 +231,9 @@ impl Supervisor {
             seq: 0,
             phase: Phase::Starting,
             admin: None,
+            admin_listener,
+            upgrade: None,
+            upgraded_from,
             buf: vec![0; channel::MAX_DATAGRAM],
         })
     }
@@ -225,6 +251,7 @@ impl Supervisor {
             for event in events.iter() {
                 match event.token() {
                     WAKER => self.take_events(),
+                    upgrade::READY => self.read_upgrade(),
                     Token(i) => self.read_channel(i),
                 }
             }
@@ -233,6 +260,7 @@ impl Supervisor {
             self.start_due();
             self.answer_asks();
             self.check_stop_soon();
+            self.check_upgrade();
             if let Some(ended) = self.check_drain() {
                 break ended;
             }
@@ -255,6 +283,9 @@ impl Supervisor {
         for ask in &self.asks {
             at = at.min(ask.deadline);
         }
+        if let Some(deadline) = self.upgrade_deadline() {
+            at = at.min(deadline);
+        }
         match self.phase {
             // Past it, the kills are sent and the loop only waits to reap: no busy wake-ups.
             Phase::Draining { deadline, .. } if deadline > now => at = at.min(deadline),
@@ -269,6 +300,7 @@ impl Supervisor {
             match event {
                 Event::Signal(libc::SIGHUP) => self.reload(),
                 Event::Signal(libc::SIGCHLD) => {} // `reap` runs after every wake-up
+                Event::Signal(libc::SIGUSR2) => self.begin_upgrade(),
                 Event::Signal(signal) => self.stop(signal),
                 Event::Overview(reply) => self.ask(reply),
             }
@@ -345,6 +377,7 @@ impl Supervisor {
         }
         if matches!(self.phase, Phase::Starting) {
             self.phase = Phase::Serving;
+            self.tell_old();
             tracing::info!(
                 addr = %self.addr,
                 processes = self.slots.len(),
@@ -379,6 +412,7 @@ fn relay_signals(events: mpsc::Sender<Event>, waker: Arc<Waker>) -> io::Result<(
         libc::SIGINT,
         libc::SIGHUP,
         libc::SIGCHLD,
+        libc::SIGUSR2,
     ])?;
     std::thread::Builder::new()
         .name("signals".into())

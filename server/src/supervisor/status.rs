@@ -100,7 +100,23 @@ impl Supervisor {
             waker.wake().ok()?;
             answer.recv_timeout(ASK_TIMEOUT * 4).ok()
         });
-        let server = AIOServer::new(1, addr, handler);
+        // Bound here (or inherited from the supervisor this one upgraded), and kept: a new binary
+        // gets it on SIGUSR2 (`upgrade.rs`).
+        let listener = match self.admin_listener.as_ref() {
+            Some(l) => l.try_clone(),
+            None => crate::server::bind(&addr),
+        };
+        let listener = match listener.and_then(|l| Ok((l.try_clone()?, l))) {
+            Ok((kept, served)) => {
+                self.admin_listener = Some(kept);
+                served
+            }
+            Err(e) => {
+                tracing::error!("admin listener: {e}");
+                return;
+            }
+        };
+        let server = AIOServer::new(1, addr, handler).with_listener(listener);
         let handle = server.handle();
         let started = std::thread::Builder::new()
             .name("admin".into())

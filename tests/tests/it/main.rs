@@ -20,3 +20,4 @@ mod signals;
 mod static_files;
 mod streaming;
 mod unload;
+mod upgrade;
