@@ -2,6 +2,7 @@
 //! this crate's library (`tests/src`).
 
 mod admin;
+mod balancer;
 mod cli;
 mod config;
 mod crashes;
