@@ -352,6 +352,23 @@ impl HostProcess {
             .push(pid);
     }
 
+    /// Waits for the log line of a binary upgrade that went through (SIGUSR2), adopts the new
+    /// supervisor it names, and returns its pid.
+    ///
+    /// # Panics
+    /// If no such line comes within `timeout`, or it names no pid.
+    pub fn wait_for_upgrade(&self, timeout: Duration) -> u32 {
+        let line = self.wait_for_log("upgrade: the new supervisor (pid", timeout);
+        let pid = line
+            .split("(pid ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {line:?}"));
+        self.adopt(pid);
+        pid
+    }
+
     /// Sends SIGTERM to an adopted process and waits, at most `timeout`, for it to be gone.
     ///
     /// # Panics

@@ -194,17 +194,7 @@ fn rolling_updates_and_a_killed_host_behind_haproxy() {
         std::fs::copy(artifact("mini-async-http"), &staged).unwrap();
         std::fs::rename(&staged, &host.binary).unwrap();
         host.process.signal("USR2");
-        let line = host
-            .process
-            .wait_for_log("upgrade: the new supervisor (pid", WAIT);
-        let pid: u32 = line
-            .split("(pid ")
-            .nth(1)
-            .and_then(|rest| rest.split(')').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no pid in {line:?}"));
-        host.process.adopt(pid);
-        host.supervisor = Some(pid);
+        host.supervisor = Some(host.process.wait_for_upgrade(WAIT));
         assert_eq!(host.process.wait_exit(WAIT), Some(0));
     }
     std::thread::sleep(Duration::from_millis(300));

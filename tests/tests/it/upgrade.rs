@@ -62,14 +62,7 @@ fn sigusr2_hands_the_sockets_to_the_new_binary_and_no_request_fails() {
         true,
     );
     host.signal("USR2");
-    let line = host.wait_for_log("upgrade: the new supervisor (pid", WAIT);
-    let pid: u32 = line
-        .split("(pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"));
-    host.adopt(pid);
+    let pid = host.wait_for_upgrade(WAIT);
     assert_eq!(
         host.wait_exit(WAIT),
         Some(0),
