@@ -183,7 +183,7 @@ fn serve(args: HostArgs) -> anyhow::Result<()> {
         _ => std::env::current_exe().context("cannot find this binary")?,
     };
     // SIGUSR2 runs the binary at the path this one was started from: where a new build goes.
-    let path = std::env::current_exe().context("cannot find this binary")?;
+    let path = invoked_as().context("cannot find this binary")?;
     let options = supervisor::Options {
         config,
         exe,
@@ -195,6 +195,26 @@ fn serve(args: HostArgs) -> anyhow::Result<()> {
         Ended::Unfinished => {
             anyhow::bail!("a server process was still busy when the drain ended")
         }
+    }
+}
+
+/// The path this binary was started from, as given (made absolute, found on `PATH`), not with
+/// symbolic links resolved: a deployment that repoints a link at a new release upgrades to it.
+fn invoked_as() -> std::io::Result<PathBuf> {
+    let Some(argv0) = std::env::args_os().next() else {
+        return std::env::current_exe();
+    };
+    let given = Path::new(&argv0);
+    if given.components().count() > 1 {
+        return std::path::absolute(given);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    match std::env::split_paths(&path)
+        .map(|dir| dir.join(given))
+        .find(|candidate| candidate.is_file())
+    {
+        Some(found) => std::path::absolute(found),
+        None => std::env::current_exe(),
     }
 }
 

@@ -358,14 +358,18 @@ impl HostProcess {
     /// # Panics
     /// If no such line comes within `timeout`, or it names no pid.
     pub fn wait_for_upgrade(&self, timeout: Duration) -> u32 {
-        let line = self.wait_for_log("upgrade: the new supervisor (pid", timeout);
-        let pid = line
-            .split("(pid ")
-            .nth(1)
-            .and_then(|rest| rest.split(')').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no pid in {line:?}"));
+        let pid_in = |line: String| -> u32 {
+            line.split("(pid ")
+                .nth(1)
+                .and_then(|rest| rest.split(')').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("no pid in {line:?}"))
+        };
+        // Adopted as soon as it is started, so that a test that fails later still stops it.
+        let pid = pid_in(self.wait_for_log("SIGUSR2: upgrade: started", timeout));
         self.adopt(pid);
+        let served = pid_in(self.wait_for_log("upgrade: the new supervisor (pid", timeout));
+        assert_eq!(served, pid, "another supervisor serves");
         pid
     }
 
@@ -376,7 +380,7 @@ impl HostProcess {
     pub fn stop_adopted(&self, pid: u32, timeout: Duration) {
         send_signal("TERM", pid);
         let deadline = Instant::now() + timeout;
-        while is_host(pid) {
+        while is_host(pid, &self.dir) {
             assert!(Instant::now() < deadline, "process {pid} did not stop");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -567,7 +571,7 @@ impl Drop for HostProcess {
             .unwrap_or_else(|e| e.into_inner())
             .drain(..)
         {
-            if is_host(pid) {
+            if is_host(pid, &self.dir) {
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
                     .status();
@@ -577,10 +581,12 @@ impl Drop for HostProcess {
     }
 }
 
-/// Whether `pid` is a live host process (not a zombie, not another program that reused the id).
-fn is_host(pid: u32) -> bool {
+/// Whether `pid` is a live host process started on `dir` (not a zombie, not another process
+/// that reused the id: its command line names the folder).
+fn is_host(pid: u32, dir: &Path) -> bool {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    !cmdline.is_empty() && String::from_utf8_lossy(&cmdline).contains("mini-async-http")
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    cmdline.contains("mini-async-http") && cmdline.contains(&*dir.to_string_lossy())
 }
 
 /// `kill -SIGNAL pid`.

@@ -31,6 +31,8 @@ pub(crate) struct Conn {
     /// Its key in the loop's table, also its mio token.
     pub token: usize,
     pub peer: SocketAddr,
+    /// Where `peer` comes from.
+    pub peer_from: PeerFrom,
     /// Received bytes of a request not yet complete. Empty (no allocation) between requests.
     pub input: InBuf,
     pub reading: Reading,
@@ -49,6 +51,19 @@ pub(crate) struct Conn {
     pub transfer: Option<Transfer>,
     /// What it holds of the server-wide buffer budget.
     pub charge: Charge,
+}
+
+/// Where a connection's peer address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerFrom {
+    /// The socket.
+    Socket,
+    /// A PROXY protocol header that named the client.
+    ProxyHeader,
+    /// A PROXY protocol header that named no client (`LOCAL`, `UNKNOWN`): the peer is the
+    /// balancer, and its requests' `X-Forwarded-For` is not taken (it would be the client's
+    /// own word).
+    ProxyWithout,
 }
 
 /// Bytes a connection keeps without charge: a worker's read buffer.
@@ -172,6 +187,7 @@ impl Conn {
             stream: None,
             token,
             peer,
+            peer_from: PeerFrom::Socket,
             input: InBuf::default(),
             reading: Reading::HEAD,
             writing: Writing::Clear,

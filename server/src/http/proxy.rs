@@ -13,8 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 /// The longest version 1 header, CRLF included (the spec's bound).
 const V1_MAX: usize = 107;
-/// The longest version 2 header we take: the fixed part and the addresses, with room for TLVs.
-const V2_MAX: usize = 16 + 2048;
+/// The longest version 2 header we take: the fixed part, the addresses and 8 KiB of TLVs (TLS
+/// and cloud balancers' TLVs fit; HAProxy itself sends a few dozen bytes).
+const V2_MAX: usize = 16 + 8192;
 
 /// What a complete header said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +135,8 @@ fn v2(bytes: &[u8]) -> Result<Option<Proxied>, &'static str> {
             }
             0x11 | 0x21 => return Err("PROXY v2 addresses shorter than their family"),
             // UNSPEC, UDP, UNIX: no TCP client address to take.
-            _ => None,
+            0x00 | 0x12 | 0x22 | 0x31 | 0x32 => None,
+            _ => return Err("PROXY v2 address family is not one the spec defines"),
         },
         _ => return Err("PROXY v2 command is neither LOCAL nor PROXY"),
     };
@@ -311,6 +313,8 @@ mod tests {
         v3[12] = 0x31;
         assert!(parse(&v3).is_err());
         assert!(parse(&v2_header(2, 0x11, &body)).is_err());
+        assert!(parse(&v2_header(1, 0x41, &body)).is_err());
+        assert_eq!(client(&v2_header(1, 0x12, &body)), None);
     }
 
     #[test]

@@ -31,8 +31,13 @@ pub(super) fn take() -> io::Result<Option<TcpListener>> {
     if count > 1 {
         tracing::warn!(
             "LISTEN_FDS={count}: only the first socket is served (descriptor {FIRST}); the \
-             others are left alone"
+             others are left open, not passed on"
         );
+        for fd in FIRST + 1..FIRST + count {
+            // SAFETY: F_SETFD only sets the close-on-exec flag; on a descriptor that is not
+            // open it fails, harmlessly. So no server process inherits the sockets we ignore.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
     }
     if !is_listening_tcp(FIRST) {
         return Err(io::Error::other(format!(

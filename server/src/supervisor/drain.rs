@@ -21,6 +21,8 @@ impl Supervisor {
             .filter_map(|p| p.last.as_ref())
             .map(|s| Duration::from_millis(s.drain_delay_ms))
             .fold(self.options.config.limits.drain_delay, Duration::max);
+        // A new binary not serving yet would outlive us, serving alone: it goes first.
+        self.fail_upgrade("a stop signal came first");
         match self.phase {
             Phase::Draining { .. } => {}
             Phase::StoppingSoon { .. } => {

@@ -336,8 +336,13 @@ impl Supervisor {
                 Some(Up::Ready) => self.ready(i),
                 Some(Up::Status { seq, snapshot }) => {
                     let exhausted = snapshot.server.needs_replacement;
+                    let stopping = matches!(self.phase, Phase::StoppingSoon { .. });
                     if let State::Running(process) = &mut self.slots[i].state {
                         process.last = Some(snapshot);
+                        if stopping {
+                            // A datagram may be lost: said again with every report.
+                            process.send(&Down::StopSoon);
+                        }
                     }
                     if exhausted {
                         self.replace(i);
@@ -375,9 +380,9 @@ impl Supervisor {
             // A replacement that starts during the delay is not ready either.
             process.send(&Down::StopSoon);
         }
+        self.tell_old();
         if matches!(self.phase, Phase::Starting) {
             self.phase = Phase::Serving;
-            self.tell_old();
             tracing::info!(
                 addr = %self.addr,
                 processes = self.slots.len(),

@@ -2,16 +2,18 @@
 //! executes the binary at the path it was started from (where the new build was installed) with
 //! the same arguments, handing it the listening sockets (the service port and the admin listener)
 //! and the write end of a pipe. The new supervisor starts its server processes on those sockets
-//! and, once one of them serves, writes a byte to the pipe; then this one drains and exits, as on
-//! SIGTERM. The sockets are never closed in between, so no connection is refused.
+//! and, once all of them serve, writes a byte to the pipe; then this one drains and exits, as on
+//! SIGTERM. The sockets are never closed in between, so no connection is refused. Only a
+//! supervisor that serves upgrades (not one starting or stopping), and a stop signal during an
+//! upgrade kills the new binary first.
 //!
 //! A new binary that exits, or does not serve within [`START_TIMEOUT`], fails the upgrade: it is
 //! killed if it still runs, and this supervisor serves on as if nothing happened.
 //!
 //! The new supervisor is a child of the old one until the old one exits; then it is reparented
-//! (to init, or to the service manager if it is a subreaper). Under systemd use the socket
-//! activation unit (README) and a plain restart for new binaries, or `PIDFile=`-style tracking:
-//! systemd takes the exit of the main process for the end of the service.
+//! (to init, or to the service manager if it is a subreaper). Under systemd (or as a container's
+//! PID 1) the exit of the main process ends the service: there, use socket activation (README)
+//! and a plain restart for new binaries.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -51,8 +53,11 @@ pub(super) struct Inherited {
 impl Supervisor {
     /// SIGUSR2: starts the new binary, unless an upgrade or a drain is under way.
     pub(super) fn begin_upgrade(&mut self) {
-        if self.upgrade.is_some() || matches!(self.phase, Phase::Draining { .. }) {
-            tracing::warn!("SIGUSR2: an upgrade or a drain is under way already; ignored");
+        if self.upgrade.is_some() || !matches!(self.phase, Phase::Serving) {
+            tracing::warn!(
+                "SIGUSR2: ignored: an upgrade is under way, or this supervisor is starting or \
+                 stopping"
+            );
             return;
         }
         let Some(listener) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
@@ -135,11 +140,20 @@ impl Supervisor {
                     .deregister(&mut SourceFd(&upgrade.ready.as_raw_fd()));
                 // Not waited for: it outlives us.
                 drop(upgrade);
+                // The admin socket is the new one's now: a draining supervisor answering on it
+                // would make its probes flap.
+                if let Some(admin) = self.admin.take() {
+                    admin.shutdown();
+                }
                 self.begin_drain(libc::SIGUSR2);
             }
-            Ok(_) => self.fail_upgrade("it exited (or closed its pipe) before it served"),
+            Ok(_) => self.fail_upgrade(
+                "it exited (or closed its pipe) before it served; this supervisor serves on",
+            ),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => self.fail_upgrade(&format!("its pipe failed: {e}")),
+            Err(e) => {
+                self.fail_upgrade(&format!("its pipe failed: {e}; this supervisor serves on"))
+            }
         }
     }
 
@@ -149,7 +163,7 @@ impl Supervisor {
             && upgrade.started.elapsed() > START_TIMEOUT
         {
             self.fail_upgrade(&format!(
-                "it did not serve within {} s",
+                "it did not serve within {} s; this supervisor serves on",
                 START_TIMEOUT.as_secs()
             ));
         }
@@ -160,7 +174,8 @@ impl Supervisor {
         self.upgrade.as_ref().map(|u| u.started + START_TIMEOUT)
     }
 
-    fn fail_upgrade(&mut self, why: &str) {
+    /// Gives up on the pending upgrade, if there is one: the new binary is killed.
+    pub(super) fn fail_upgrade(&mut self, why: &str) {
         let Some(mut upgrade) = self.upgrade.take() else {
             return;
         };
@@ -173,15 +188,22 @@ impl Supervisor {
         let _ = upgrade.child.kill();
         let status = upgrade.child.wait();
         tracing::error!(
-            "upgrade failed: the new binary {} ({}): {why}; this supervisor serves on",
+            "upgrade failed: the new binary {} ({}): {why}",
             self.options.upgrade.0.display(),
             status.map_or_else(|e| e.to_string(), |s| s.to_string())
         );
     }
 
-    /// A supervisor started by an upgrade: its first server process serves, so the old one may
-    /// go.
+    /// A supervisor started by an upgrade: once every one of its server processes serves (the
+    /// old one's capacity is matched), the old one may go.
     pub(super) fn tell_old(&mut self) {
+        let all = self
+            .slots
+            .iter()
+            .all(|slot| matches!(&slot.state, super::State::Running(p) if p.ready.is_some()));
+        if !all {
+            return;
+        }
         if let Some(mut ready) = self.upgraded_from.take()
             && let Err(e) = ready.write_all(b"!")
         {

@@ -14,7 +14,7 @@ use super::upload::{Source, Spec, Upload};
 use super::{Answer, Worker};
 use crate::Limits;
 use crate::bulkhead::{Admission, Call, Declined, Gate};
-use crate::conn::Conn;
+use crate::conn::{Conn, PeerFrom};
 use crate::http::encode::{encode, encode_busy, persist};
 use crate::http::parse::Head;
 use crate::running::{self, Ended};
@@ -178,11 +178,15 @@ pub(crate) fn internal_error() -> Response {
 
 /// The request's client: the connection's peer (the PROXY header's client, if one came), or,
 /// from a trusted proxy with `forwarded_for` on, the rightmost untrusted address of its
-/// `X-Forwarded-For` lines (its port unknown: 0).
+/// `X-Forwarded-For` lines (its port unknown: 0). Not behind a PROXY header that named no
+/// client: the balancer did not vouch for anyone, so the header is the client's own word.
 #[inline]
 fn peer(limits: &Limits, conn: &Conn, headers: &[Header<'_>]) -> std::net::SocketAddr {
     let policy = &limits.proxy;
-    if !policy.forwarded_for || !policy.trusted.contains(conn.peer.ip()) {
+    if !policy.forwarded_for
+        || conn.peer_from == PeerFrom::ProxyWithout
+        || !policy.trusted.contains(conn.peer.ip())
+    {
         return conn.peer;
     }
     let mut list = String::new();

@@ -7,7 +7,7 @@ use plugin_api::Header;
 use super::upload::{Outcome, Spec, State};
 use super::{Answer, OUT_HIGH_WATER, Step, TURN_REQUESTS, Worker};
 use crate::Limits;
-use crate::conn::{Conn, InBuf, Reading};
+use crate::conn::{Conn, InBuf, PeerFrom, Reading};
 use crate::http::body::Chunked;
 use crate::http::encode::{CONTINUE, encode_error};
 use crate::http::parse::{
@@ -42,9 +42,13 @@ impl Worker {
                 match proxy::parse(buf.pending()) {
                     Ok(Some(header)) => {
                         buf.start += header.len;
-                        if let Some(client) = header.client {
-                            conn.peer = client;
-                        }
+                        conn.peer_from = match header.client {
+                            Some(client) => {
+                                conn.peer = client;
+                                PeerFrom::ProxyHeader
+                            }
+                            None => PeerFrom::ProxyWithout,
+                        };
                         conn.reading = Reading::HEAD;
                         continue;
                     }

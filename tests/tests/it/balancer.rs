@@ -101,7 +101,7 @@ fn start_haproxy(dir: &Path, port: u16, hosts: &[&Host]) -> Child {
     );
     std::fs::write(dir.join("haproxy.cfg"), config).unwrap();
     Command::new(haproxy())
-        .arg("-db")
+        .args(["-db", "-q"])
         .arg("-f")
         .arg(dir.join("haproxy.cfg"))
         .stdin(Stdio::null())

@@ -98,6 +98,20 @@ fn x_forwarded_for_is_taken_from_trusted_proxies_only() {
     assert_eq!(r.status, 200, "{r:?}");
     // The rightmost address that is not a trusted proxy: what the first one of ours saw.
     assert!(logged(&host, "/hello?xff").starts_with_log_peer("203.0.113.5"));
+    // Behind a PROXY header that names no client, the balancer vouches for no one.
+    let host = HostProcess::start(
+        &["libhello.so"],
+        "proxy_protocol = true\nforwarded_for = true\n[log]\naccess = true\n",
+    );
+    let r = host
+        .connect()
+        .send(
+            "PROXY UNKNOWN\r\nGET /hello?unknown HTTP/1.1\r\nHost: t\r\n\
+             X-Forwarded-For: 203.0.113.5\r\n\r\n",
+        )
+        .reply();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(logged(&host, "/hello?unknown").starts_with_log_peer("127.0.0.1"));
     // A peer that is not trusted cannot say whose its request is.
     let host = HostProcess::start(
         &["libhello.so"],

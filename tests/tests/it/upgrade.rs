@@ -99,3 +99,27 @@ fn a_new_binary_that_fails_to_start_leaves_the_old_one_serving() {
     assert!(line.contains("this supervisor serves on"), "{line}");
     assert_eq!(host.connect().get("/flip").text(), "a");
 }
+
+#[test]
+fn a_stop_signal_during_an_upgrade_stops_the_new_binary_first() {
+    let (mut host, binary) = start();
+    // A new build that never gets to serve.
+    install(&binary, b"#!/bin/sh\nexec sleep 600\n", true);
+    host.signal("USR2");
+    let line = host.wait_for_log("SIGUSR2: upgrade: started", WAIT);
+    let pid: u32 = line
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    host.signal("TERM");
+    let line = host.wait_for_log("upgrade failed", WAIT);
+    assert!(line.contains("a stop signal came first"), "{line}");
+    assert_eq!(host.wait_exit(WAIT), Some(0));
+    // Killed and reaped, not left serving (or sleeping) alone.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the new binary outlived the old supervisor"
+    );
+}
