@@ -27,6 +27,14 @@ pub trait Handler: Send + Sync + 'static {
         let _ = path;
         default
     }
+
+    /// Whether responses to requests for `path` may be compressed (`[compression]`), asked only
+    /// of a response that could be. The default is yes; the plugin router answers with the
+    /// plugin's `[limits.plugins.NAME] compress`.
+    fn compress(&self, path: &str) -> bool {
+        let _ = path;
+        true
+    }
 }
 
 impl<F> Handler for F

@@ -59,6 +59,8 @@ pub struct Limits {
     pub drain_delay: Duration,
     /// Who may say whose a connection is: the PROXY protocol and `X-Forwarded-For`.
     pub proxy: crate::http::proxy::ProxyPolicy,
+    /// Response compression (`[compression]`).
+    pub compression: crate::http::compress::Compression,
     /// Time from receiving a request to its answer. A handler still running past it is written
     /// off: its client gets `504` (see `watchdog.rs`); a request that waited for a worker past it
     /// gets `503` without running.
@@ -158,6 +160,7 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(30),
             drain_delay: Duration::ZERO,
             proxy: crate::http::proxy::ProxyPolicy::default(),
+            compression: crate::http::compress::Compression::default(),
             handler_timeout: Duration::from_secs(30),
             queue_timeout: Duration::from_secs(1),
             max_lost_workers: None,

@@ -51,6 +51,8 @@ pub struct Bulkhead {
     waiting: AtomicUsize,
     /// While set, no call starts: requests wait in `queue` (`pause.rs`).
     paused: AtomicBool,
+    /// Its responses may be compressed (`[limits.plugins.NAME] compress`).
+    compress: AtomicBool,
     /// Calls ended since one was seen running long, up to [`PROVEN`] (then no longer written).
     proven: std::sync::atomic::AtomicU32,
     /// The limit in force and whether it was configured (exact) or is the default (may borrow).
@@ -122,6 +124,7 @@ impl Bulkhead {
             in_flight: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             paused: AtomicBool::new(false),
+            compress: AtomicBool::new(true),
             proven: std::sync::atomic::AtomicU32::new(0),
             cap: AtomicUsize::new(usize::MAX),
             exact: AtomicBool::new(false),
@@ -177,6 +180,13 @@ impl Bulkhead {
         };
         self.exact.store(exact, Ordering::Relaxed);
         self.cap.store(cap, Ordering::Relaxed);
+        self.compress
+            .store(policy.compress.unwrap_or(true), Ordering::Relaxed);
+    }
+
+    /// Whether its responses may be compressed.
+    pub fn compresses(&self) -> bool {
+        self.compress.load(Ordering::Relaxed)
     }
 
     /// The body limits of its requests, over the server's `default`.

@@ -34,6 +34,8 @@ pub struct BulkheadPolicy {
     ///
     /// [`Limits::buffer_body_bytes`]: crate::Limits::buffer_body_bytes
     pub buffer_body_bytes: Option<u64>,
+    /// Whether its responses may be compressed (default yes, when `[compression]` is on).
+    pub compress: Option<bool>,
 }
 
 /// The bulkheads of one server, by name. Hand the same table to the handler that uses them and to

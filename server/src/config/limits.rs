@@ -45,6 +45,7 @@ pub(super) struct RawLimits {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPluginLimits {
+    compress: Option<bool>,
     handler_timeout_ms: Option<Spanned<i64>>,
     max_concurrency: Option<Spanned<i64>>,
     queue_timeout_ms: Option<Spanned<i64>>,
@@ -266,6 +267,7 @@ impl RawPluginLimits {
             max_queued: check(self.max_queued, 1, 10_000_000, "max_queued")?.map(|n| n as usize),
             max_body_bytes: check(self.max_body_bytes, 0, i64::MAX, "max_body_bytes")?,
             buffer_body_bytes: check(self.buffer_body_bytes, 0, BIG, "buffer_body_bytes")?,
+            compress: self.compress,
         })
     }
 }

@@ -26,6 +26,7 @@
 //! handler_timeout_ms = 120000
 //! max_concurrency = 4         # workers it may hold at once (default: workers - 1)
 //! queue_timeout_ms = 1000     # wait for a place, then 503
+//! compress = false            # never compress its responses
 //!
 //! [log]
 //! level = "info"              # when RUST_LOG is not set
@@ -33,6 +34,10 @@
 //!
 //! [admin]                     # off by default: /metrics, /status, and a status page
 //! listen = "127.0.0.1:9090"   # loopback only, unless allow_remote = true
+//!
+//! [compression]               # gzip or brotli for text, JSON, JS, SVG … (on by default)
+//! enabled = true
+//! min_bytes = 1024            # smaller bodies go as they are
 //!
 //! [health]                    # probes on the service port, answered by the host (off by default)
 //! alive = "/healthz"          # 200 while the process serves
@@ -339,6 +344,24 @@ impl Config {
                 .apply(Limits::default())
                 .map_err(|(span, m)| at(span, m))?;
         }
+        if let Some(c) = raw.compression {
+            let compression = &mut config.limits.compression;
+            compression.enabled = c.enabled.unwrap_or(true);
+            if let Some(n) = c.min_bytes {
+                compression.min_bytes = usize::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|&n| n <= 1 << 30)
+                    .ok_or_else(|| {
+                        at(
+                            Some(n.span()),
+                            format!(
+                                "compression.min_bytes: {} is not 0 to 1073741824",
+                                n.get_ref()
+                            ),
+                        )
+                    })?;
+            }
+        }
         config.limits.proxy.protocol = raw.proxy_protocol.unwrap_or(false);
         config.limits.proxy.forwarded_for = raw.forwarded_for.unwrap_or(false);
         if let Some(trusted) = raw.trusted_proxies {
@@ -396,6 +419,7 @@ struct RawConfig {
     log: Option<RawLog>,
     admin: Option<RawAdmin>,
     health: Option<RawHealth>,
+    compression: Option<RawCompression>,
     quarantine: Option<RawQuarantine>,
     #[serde(default)]
     routes: Vec<RawRoute>,
@@ -409,6 +433,13 @@ struct RawAdmin {
     listen: Spanned<String>,
     #[serde(default)]
     allow_remote: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompression {
+    enabled: Option<bool>,
+    min_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

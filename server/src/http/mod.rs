@@ -4,6 +4,7 @@
 //! comes from the spec cites its section of RFC 9110 (semantics) or RFC 9112 (message syntax).
 
 pub(crate) mod body;
+pub mod compress;
 pub(crate) mod encode;
 pub(crate) mod lines;
 pub(crate) mod parse;

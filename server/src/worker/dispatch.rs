@@ -89,6 +89,7 @@ impl Worker {
         let setting = Setting {
             date: self.date.get(),
             head,
+            headers,
             socket,
             record,
             shared,

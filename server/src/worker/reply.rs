@@ -8,9 +8,10 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mio::net::TcpStream;
-use plugin_api::{ResponseView, Version};
+use plugin_api::{Header, ResponseView, Version, split_target};
 
 use super::io::{Wait, push_blocking};
+use crate::http::compress;
 use crate::http::encode::{
     CHUNK_END, Delimit, LAST_CHUNK, bodyless, chunk_size, encode, encode_head, persist,
 };
@@ -53,12 +54,16 @@ pub(super) struct Encoder<'w> {
     pushed: &'w Cell<bool>,
     /// The client's pace, for the minimum data rate.
     pace: Pace,
+    /// The request's headers and target, asked of a response that could be compressed.
+    request: (&'w [Header<'w>], &'w str),
+    handler: &'w dyn crate::Handler,
 }
 
 /// What the server and the request tell an [`Encoder`].
 pub(super) struct Setting<'w> {
     pub date: &'w [u8],
     pub head: &'w Head<'w>,
+    pub headers: &'w [Header<'w>],
     pub socket: &'w TcpStream,
     pub record: &'w Record,
     pub shared: &'w Shared,
@@ -123,7 +128,17 @@ impl Reply for Encoder<'_> {
         self.sent = match content {
             Content::Bytes => {
                 let persist = persist(self.version, closing);
-                encode(self.out, view, self.head_only, persist, self.date);
+                match self.compressed(&view) {
+                    None => encode(self.out, view, self.head_only, persist, self.date),
+                    Some((head, body)) => {
+                        let view = ResponseView {
+                            head: &head,
+                            body: body.as_deref().unwrap_or(view.body),
+                            ..view
+                        };
+                        encode(self.out, view, self.head_only, persist, self.date);
+                    }
+                }
                 Sent::Whole { close: closing }
             }
             Content::File(run) => {
@@ -241,7 +256,27 @@ impl<'w> Encoder<'w> {
             mark: 0,
             pushed: set.pushed,
             pace: Pace::default(),
+            request: (set.headers, set.head.target),
+            handler: &*set.shared.handler,
         }
+    }
+
+    /// The head and body to send for a body of bytes that is to be compressed, or at least to
+    /// say it varies by `Accept-Encoding` (`http/compress.rs`); `None` for one sent as it is.
+    /// A body shorter than the threshold costs one comparison.
+    #[inline]
+    fn compressed(&self, view: &ResponseView<'_>) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+        let policy = &self.limits.compression;
+        if view.body.len() < policy.min_bytes || !policy.enabled {
+            return None;
+        }
+        let path = split_target(self.request.1).0;
+        if !compress::eligible(view.status, view.head) || !self.handler.compress(path) {
+            return None;
+        }
+        let coding = compress::chosen(self.request.0);
+        let body = coding.map(|c| compress::compress(c, view.body));
+        Some((compress::head(view.head, coding), body))
     }
 
     /// What the call answered, once it ended; a streamed body is ended here (its last chunk),

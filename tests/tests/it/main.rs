@@ -4,6 +4,7 @@
 mod admin;
 mod balancer;
 mod cli;
+mod compression;
 mod config;
 mod crashes;
 mod deadlines;

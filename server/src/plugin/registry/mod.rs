@@ -688,6 +688,15 @@ impl Handler for Registry {
             None => default,
         }
     }
+
+    fn compress(&self, path: &str) -> bool {
+        let table = self.table.load();
+        table
+            .routes
+            .iter()
+            .find(|(p, _, _)| matches(p, path))
+            .is_none_or(|(_, mount, _)| mount.bulkhead.compresses())
+    }
 }
 
 impl Registry {
