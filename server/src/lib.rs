@@ -78,6 +78,7 @@ pub mod request {
 pub mod admin;
 pub mod config;
 pub mod crash;
+pub mod dev;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host;

@@ -36,6 +36,14 @@ enum Command {
     Serve(HostArgs),
     /// Check config.toml and load every plugin without serving; exit 1 on any problem
     Check(HostArgs),
+    /// Serve, and rebuild and reload each plugin crate given when its sources change
+    Dev {
+        #[command(flatten)]
+        host: HostArgs,
+        /// The plugin crates' folders
+        #[arg(value_name = "CRATE_DIR", required = true)]
+        crates: Vec<PathBuf>,
+    },
     /// Write a new plugin crate that builds and serves on the first try
     NewPlugin {
         /// The plugin's name: it is served at /NAME
@@ -125,7 +133,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
     let result = match command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args, None),
+        Command::Dev { host, crates } => serve(host, Some(crates)),
         Command::Check(args) => check(args),
         Command::NewPlugin { name, path } => new_plugin(&name, &path),
         Command::ServerProcess {
@@ -171,10 +180,26 @@ fn install_logging(level: &str) {
         .init();
 }
 
-/// `serve`: the supervisor, which runs the server processes.
-fn serve(args: HostArgs) -> anyhow::Result<()> {
+/// `serve`: the supervisor, which runs the server processes; `dev`: that, and the rebuild loop of
+/// `crates` (`dev.rs`).
+fn serve(args: HostArgs, crates: Option<Vec<PathBuf>>) -> anyhow::Result<()> {
     let child_args = args.for_server_process();
     let (config, _, _) = configure(args)?;
+    if crates.is_some() {
+        // `dev` puts its builds there: a fresh folder is made, so that it is watched from the start.
+        std::fs::create_dir_all(&config.plugins_dir).with_context(|| {
+            format!("cannot make the plugins folder {}", config.plugins_dir.display())
+        })?;
+    }
+    let on_serving = crates.map(|crates| {
+        let plugins = config.plugins_dir.clone();
+        Box::new(move |overviews| {
+            if let Err(e) = mini_async_http::dev::spawn(crates, plugins, overviews) {
+                eprintln!("error: dev: {e}");
+                std::process::exit(1);
+            }
+        }) as Box<dyn FnOnce(mini_async_http::dev::Overviews) + Send>
+    });
     install_logging(&config.log_level);
     // The running binary itself, even if its file was replaced since: a restarted process runs
     // the same code as the ones it replaces.
@@ -189,6 +214,7 @@ fn serve(args: HostArgs) -> anyhow::Result<()> {
         exe,
         args: child_args,
         upgrade: (path, std::env::args_os().skip(1).collect()),
+        on_serving,
     };
     match supervisor::run(options).context("cannot start the server")? {
         Ended::Clean => Ok(()),

@@ -270,6 +270,20 @@ impl HostProcess {
         Self::launch(dir, args, &[], env)
     }
 
+    /// `mini-async-http dev --plugins plugins CRATE …` in `dir` (with the harness's config, port and
+    /// workers), its builds in `target` (`CARGO_TARGET_DIR`).
+    pub fn spawn_dev(dir: &Path, krate: &Path, target: &Path) -> HostProcess {
+        let krate = krate.to_string_lossy().into_owned();
+        let target = [("CARGO_TARGET_DIR", target)];
+        Self::launch_with(
+            &artifact("mini-async-http"),
+            dir,
+            (&["dev"], &[krate.as_str()]),
+            &[],
+            &target,
+        )
+    }
+
     /// Like [`spawn`](Self::spawn), running the host binary at `binary` (a copy, which a test may
     /// replace with a new build).
     pub fn spawn_binary(dir: &Path, binary: &Path, args: &[&str]) -> HostProcess {
@@ -287,6 +301,17 @@ impl HostProcess {
         wrapper: &[&str],
         env: &[(&str, &Path)],
     ) -> HostProcess {
+        Self::launch_with(binary, dir, (&[], args), wrapper, env)
+    }
+
+    /// `binary [before…] --config … --plugins … --listen … --workers 2 [args…]`.
+    fn launch_with(
+        binary: &Path,
+        dir: &Path,
+        (before, args): (&[&str], &[&str]),
+        wrapper: &[&str],
+        env: &[(&str, &Path)],
+    ) -> HostProcess {
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
@@ -297,6 +322,7 @@ impl HostProcess {
         };
         let mut child = command
             .current_dir(dir)
+            .args(before)
             .arg("--config")
             .arg(dir.join("config.toml"))
             .arg("--plugins")

@@ -56,6 +56,9 @@ pub struct Options {
     /// What SIGUSR2 executes (`upgrade.rs`): the path this binary was started from, where a new
     /// build is installed, and the supervisor's own arguments.
     pub upgrade: (PathBuf, Vec<OsString>),
+    /// Called once, when the first server process serves, with a way to ask how the server is
+    /// doing (`dev` starts its loop there).
+    pub on_serving: Option<Box<dyn FnOnce(crate::dev::Overviews) + Send>>,
 }
 
 /// How the supervisor ended.
@@ -383,6 +386,9 @@ impl Supervisor {
         self.tell_old();
         if matches!(self.phase, Phase::Starting) {
             self.phase = Phase::Serving;
+            if let Some(on_serving) = self.options.on_serving.take() {
+                on_serving(Box::new(self.overviews()));
+            }
             tracing::info!(
                 addr = %self.addr,
                 processes = self.slots.len(),

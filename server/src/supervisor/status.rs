@@ -87,19 +87,25 @@ impl Supervisor {
         Overview::merge(&self.retired, live, processes, &self.quarantine.counts())
     }
 
+    /// A way for another thread to ask how the server is doing: the loop answers (`None` when
+    /// it does not in time).
+    pub(super) fn overviews(&self) -> impl Fn() -> Option<Overview> + Send + Sync + 'static {
+        let events = self.events.0.clone();
+        let waker = Arc::clone(&self.waker);
+        move || {
+            let (reply, answer) = mpsc::channel();
+            events.send(Event::Overview(reply)).ok()?;
+            waker.wake().ok()?;
+            answer.recv_timeout(ASK_TIMEOUT * 4).ok()
+        }
+    }
+
     /// Starts the admin listener, if configured, once the first process serves.
     pub(super) fn start_admin(&mut self) {
         let Some(addr) = self.options.config.admin_listen.clone() else {
             return;
         };
-        let events = self.events.0.clone();
-        let waker = Arc::clone(&self.waker);
-        let handler = admin::handler(move || {
-            let (reply, answer) = mpsc::channel();
-            events.send(Event::Overview(reply)).ok()?;
-            waker.wake().ok()?;
-            answer.recv_timeout(ASK_TIMEOUT * 4).ok()
-        });
+        let handler = admin::handler(self.overviews());
         // Bound here (or inherited from the supervisor this one upgraded), and kept: a new binary
         // gets it on SIGUSR2 (`upgrade.rs`).
         let listener = match self.admin_listener.as_ref() {
