@@ -188,7 +188,10 @@ fn serve(args: HostArgs, crates: Option<Vec<PathBuf>>) -> anyhow::Result<()> {
     if crates.is_some() {
         // `dev` puts its builds there: a fresh folder is made, so that it is watched from the start.
         std::fs::create_dir_all(&config.plugins_dir).with_context(|| {
-            format!("cannot make the plugins folder {}", config.plugins_dir.display())
+            format!(
+                "cannot make the plugins folder {}",
+                config.plugins_dir.display()
+            )
         })?;
     }
     let on_serving = crates.map(|crates| {

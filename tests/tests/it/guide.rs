@@ -19,9 +19,11 @@ fn readme_block(section: &str, lang: &str) -> String {
     readme[from..from + len].to_owned()
 }
 
-#[test]
-fn the_readme_plugin_guide_works() {
-    let work = std::env::temp_dir().join(format!("mah-guide-{}", std::process::id()));
+/// README's steps 1 to 3 in a fresh folder named after `tag`: `cargo new --lib greeter`, its
+/// `Cargo.toml` lines (with plugin-api where this checkout has it) and `src/lib.rs`. Returns the
+/// folder and the crate.
+fn readme_crate(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let work = std::env::temp_dir().join(format!("mah-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -53,6 +55,13 @@ fn the_readme_plugin_guide_works() {
         readme_block("## Write a plugin", "rust"),
     )
     .unwrap();
+    (work, krate)
+}
+
+#[test]
+fn the_readme_plugin_guide_works() {
+    let (work, krate) = readme_crate("guide");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
 
     // Step 4: cargo build --release (sharing the harness's target folder to save time)
     let target = workspace_root().join("target").join("it");
@@ -81,27 +90,8 @@ fn the_readme_plugin_guide_works() {
 /// answer; a change that does not compile leaves the last good build serving.
 #[test]
 fn the_readme_dev_loop_rebuilds_on_save() {
-    let work = std::env::temp_dir().join(format!("mah-dev-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .current_dir(&work)
-        .args(["new", "--lib", "--vcs", "none", "--quiet", "greeter"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let krate = work.join("greeter");
-    let manifest_path = krate.join("Cargo.toml");
-    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
-    let block = readme_block("## Write a plugin", "toml").replace(
-        "path/to/mini-async-http/plugin-api",
-        workspace_root().join("plugin-api").to_str().unwrap(),
-    );
-    let manifest = manifest.replace("[dependencies]\n", "") + "\n" + &block;
-    std::fs::write(&manifest_path, manifest).unwrap();
+    let (work, krate) = readme_crate("dev");
     let lib = krate.join("src/lib.rs");
-    std::fs::write(&lib, readme_block("## Write a plugin", "rust")).unwrap();
 
     // `mini-async-http dev --plugins plugins greeter`, as the README has it (its arguments after
     // `dev`; the harness adds the config, port and workers), sharing the harness's target folder.
