@@ -5,11 +5,13 @@
 //! new code serves and says so in one line: `greeter rebuilt in 2.4 s; generation 5 serving`.
 //!
 //! It builds only the crate that changed, one build at a time, and never reacts to what a build
-//! writes (`target/` is not watched, and only source files count). A build that fails leaves the
-//! last good generation serving.
+//! writes (`target/` is not watched, and only source files count). A build that fails, or does
+//! not load, leaves the last good generation serving. With several server processes, the line
+//! comes when one of them serves the new build.
 
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -29,11 +31,11 @@ const SERVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How the loop learns what serves: the supervisor's overview.
 pub type Overviews = Box<dyn Fn() -> Option<Overview> + Send>;
 
-/// Starts the loop on its own thread: builds each crate once, then on every save.
+/// The crate folders, absolute, once each is checked to be a crate: call it before serving.
 ///
 /// # Errors
-/// A crate folder has no `Cargo.toml`, or the watch cannot be set up.
-pub fn spawn(crates: Vec<PathBuf>, plugins: PathBuf, overviews: Overviews) -> io::Result<()> {
+/// A folder has no `Cargo.toml`.
+pub fn check(crates: Vec<PathBuf>) -> io::Result<Vec<PathBuf>> {
     let crates: Vec<PathBuf> = crates
         .into_iter()
         .map(|c| std::path::absolute(&c))
@@ -46,11 +48,24 @@ pub fn spawn(crates: Vec<PathBuf>, plugins: PathBuf, overviews: Overviews) -> io
             )));
         }
     }
+    Ok(crates)
+}
+
+/// Starts the loop on its own thread: builds each crate once, then on every save. `crates` come
+/// from [`check`].
+///
+/// # Errors
+/// The watch cannot be set up.
+pub fn spawn(crates: Vec<PathBuf>, plugins: PathBuf, overviews: Overviews) -> io::Result<()> {
     let (tx, rx) = mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         use notify::EventKind::{Access, Modify};
         use notify::event::ModifyKind::Metadata;
         match event {
+            // Events were dropped (the kernel's queue overflowed): anything may have changed.
+            Ok(e) if e.need_rescan() => {
+                let _ = tx.send(Vec::new());
+            }
             // A build reads the sources (inotify reports every open): only changes count.
             Ok(e) if !matches!(e.kind, Access(_) | Modify(Metadata(_))) => {
                 let _ = tx.send(e.paths);
@@ -60,9 +75,17 @@ pub fn spawn(crates: Vec<PathBuf>, plugins: PathBuf, overviews: Overviews) -> io
     })
     .map_err(io::Error::other)?;
     for c in &crates {
+        // The crate's own folder for Cargo.toml and build.rs, `src/` with all below it; never
+        // `target/`, which a build fills (and which can hold more folders than inotify takes).
         watcher
-            .watch(c, RecursiveMode::Recursive)
+            .watch(c, RecursiveMode::NonRecursive)
             .map_err(io::Error::other)?;
+        let src = c.join("src");
+        if src.is_dir() {
+            watcher
+                .watch(&src, RecursiveMode::Recursive)
+                .map_err(io::Error::other)?;
+        }
     }
     std::thread::Builder::new()
         .name("dev".into())
@@ -92,19 +115,23 @@ pub fn spawn(crates: Vec<PathBuf>, plugins: PathBuf, overviews: Overviews) -> io
 /// droppings (hidden files, `~` backups) count for none.
 fn owners<'a>(crates: &'a [PathBuf], paths: &'a [PathBuf]) -> impl Iterator<Item = &'a PathBuf> {
     crates.iter().filter(move |c| {
-        paths.iter().any(|p| {
-            let Ok(rel) = p.strip_prefix(c) else {
-                return false;
-            };
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default();
-            if name.starts_with('.') || name.ends_with('~') {
-                return false;
-            }
-            rel.starts_with("src") || rel == Path::new("Cargo.toml") || rel == Path::new("build.rs")
-        })
+        // No paths: a rescan, every crate.
+        paths.is_empty()
+            || paths.iter().any(|p| {
+                let Ok(rel) = p.strip_prefix(c) else {
+                    return false;
+                };
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                if name.starts_with('.') || name.ends_with('~') {
+                    return false;
+                }
+                rel.starts_with("src")
+                    || rel == Path::new("Cargo.toml")
+                    || rel == Path::new("build.rs")
+            })
     })
 }
 
@@ -128,16 +155,19 @@ fn rebuild(krate: &Path, plugins: &Path, overviews: &Overviews, (done, saved): (
     };
     let installed = plugins.join(&file_name);
     let staged = plugins.join(format!(".{}.dev", file_name.to_string_lossy()));
-    let sha = match std::fs::read(&library) {
-        Ok(bytes) => hex(&Sha256::digest(&bytes)),
+    let bytes = match std::fs::read(&library) {
+        Ok(bytes) => bytes,
         Err(e) => {
             eprintln!("{name}: cannot read {}: {e}", library.display());
             return;
         }
     };
+    // The bytes hashed are the bytes installed, whatever rewrites the build's copy meanwhile.
+    let sha = hex(&Sha256::digest(&bytes));
+    let failed_before = failed_loads(overviews, &file_name.to_string_lossy());
     // Written beside it and renamed over it: complete when it appears, reloaded at once.
     if let Err(e) =
-        std::fs::copy(&library, &staged).and_then(|_| std::fs::rename(&staged, &installed))
+        std::fs::write(&staged, &bytes).and_then(|()| std::fs::rename(&staged, &installed))
     {
         eprintln!("{name}: cannot install {}: {e}", installed.display());
         return;
@@ -162,6 +192,13 @@ fn rebuild(krate: &Path, plugins: &Path, overviews: &Overviews, (done, saved): (
             );
             return;
         }
+        if failed_loads(overviews, &wanted) > failed_before {
+            eprintln!(
+                "{name}: the new build did not load (the log above says why); the last good \
+                 build keeps serving"
+            );
+            return;
+        }
         if Instant::now() >= until {
             eprintln!(
                 "{name}: the new build did not serve within {} s (see the log above); the last \
@@ -170,14 +207,26 @@ fn rebuild(krate: &Path, plugins: &Path, overviews: &Overviews, (done, saved): (
             );
             return;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// How many loads of the plugin in `file_name` failed so far.
+fn failed_loads(overviews: &Overviews, file_name: &str) -> u64 {
+    overviews()
+        .and_then(|o| {
+            o.plugins
+                .into_iter()
+                .find(|p| p.file.as_deref().is_some_and(|f| f.ends_with(file_name)))
+        })
+        .map_or(0, |p| p.counts.reloads_failed)
 }
 
 /// `cargo build --release` of the crate, its messages on the terminal; the library it made.
 fn build(krate: &Path) -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut child = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    command
         .args([
             "build",
             "--release",
@@ -186,7 +235,17 @@ fn build(krate: &Path) -> Result<PathBuf, String> {
         .arg("--manifest-path")
         .arg(krate.join("Cargo.toml"))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::piped());
+    // SAFETY: the closure runs in the forked child before `exec` and makes one
+    // async-signal-safe call (prctl). The build dies with the host instead of holding the build
+    // folder's lock after it (this thread lives as long as the process).
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+            Ok(())
+        });
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     let mut library = None;

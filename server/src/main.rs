@@ -185,6 +185,7 @@ fn install_logging(level: &str) {
 fn serve(args: HostArgs, crates: Option<Vec<PathBuf>>) -> anyhow::Result<()> {
     let child_args = args.for_server_process();
     let (config, _, _) = configure(args)?;
+    let crates = crates.map(mini_async_http::dev::check).transpose()?;
     if crates.is_some() {
         // `dev` puts its builds there: a fresh folder is made, so that it is watched from the start.
         std::fs::create_dir_all(&config.plugins_dir).with_context(|| {
