@@ -384,18 +384,20 @@ impl HostProcess {
     /// # Panics
     /// If no such line comes within `timeout`, or it names no pid.
     pub fn wait_for_upgrade(&self, timeout: Duration) -> u32 {
-        let pid_in = |line: String| -> u32 {
-            line.split("(pid ")
-                .nth(1)
-                .and_then(|rest| rest.split(')').next())
-                .and_then(|p| p.parse().ok())
-                .unwrap_or_else(|| panic!("no pid in {line:?}"))
-        };
-        // Adopted as soon as it is started, so that a test that fails later still stops it.
-        let pid = pid_in(self.wait_for_log("SIGUSR2: upgrade: started", timeout));
-        self.adopt(pid);
-        let served = pid_in(self.wait_for_log("upgrade: the new supervisor (pid", timeout));
+        let pid = self.wait_for_upgrade_start(timeout);
+        let served = pid_in(&self.wait_for_log("upgrade: the new supervisor (pid", timeout));
         assert_eq!(served, pid, "another supervisor serves");
+        pid
+    }
+
+    /// Waits for the log line of a binary upgrade that started (SIGUSR2), adopts the new
+    /// supervisor it names (so that a test that fails later still stops it), and returns its pid.
+    ///
+    /// # Panics
+    /// If no such line comes within `timeout`, or it names no pid.
+    pub fn wait_for_upgrade_start(&self, timeout: Duration) -> u32 {
+        let pid = pid_in(&self.wait_for_log("SIGUSR2: upgrade: started", timeout));
+        self.adopt(pid);
         pid
     }
 
@@ -605,6 +607,15 @@ impl Drop for HostProcess {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The pid a log line names as `(pid N)`.
+fn pid_in(line: &str) -> u32 {
+    line.split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
 }
 
 /// Whether `pid` is a live host process started on `dir` (not a zombie, not another process

@@ -106,13 +106,7 @@ fn a_stop_signal_during_an_upgrade_stops_the_new_binary_first() {
     // A new build that never gets to serve.
     install(&binary, b"#!/bin/sh\nexec sleep 600\n", true);
     host.signal("USR2");
-    let line = host.wait_for_log("SIGUSR2: upgrade: started", WAIT);
-    let pid: u32 = line
-        .split("(pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    let pid = host.wait_for_upgrade_start(WAIT);
     host.signal("TERM");
     let line = host.wait_for_log("upgrade failed", WAIT);
     assert!(line.contains("a stop signal came first"), "{line}");

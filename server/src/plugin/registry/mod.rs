@@ -682,24 +682,22 @@ impl Handler for Registry {
     }
 
     fn body_limits(&self, path: &str, default: BodyLimits) -> BodyLimits {
-        let table = self.table.load();
-        match table.routes.iter().find(|(p, _, _)| matches(p, path)) {
-            Some((_, mount, _)) => mount.bulkhead.body_limits(default),
-            None => default,
-        }
+        self.at_bulkhead(path, |b| b.map_or(default, |b| b.body_limits(default)))
     }
 
     fn compress(&self, path: &str) -> bool {
-        let table = self.table.load();
-        table
-            .routes
-            .iter()
-            .find(|(p, _, _)| matches(p, path))
-            .is_none_or(|(_, mount, _)| mount.bulkhead.compresses())
+        self.at_bulkhead(path, |b| b.is_none_or(Bulkhead::compresses))
     }
 }
 
 impl Registry {
+    /// `f` of the bulkhead (the host-side policy) of the plugin mounted at `path`, if one is.
+    fn at_bulkhead<R>(&self, path: &str, f: impl FnOnce(Option<&Bulkhead>) -> R) -> R {
+        let table = self.table.load();
+        let found = table.routes.iter().find(|(p, _, _)| matches(p, path));
+        f(found.map(|(_, mount, _)| &*mount.bulkhead))
+    }
+
     /// Routes a request and answers it, in its plugin's bulkhead; `served` learns which
     /// generation answered. Returns the status and body size sent, `None` if it did not run.
     fn dispatch(
